@@ -1,0 +1,1 @@
+//! Benchmarks for tasklocal live in `benches/`.

@@ -1,0 +1,295 @@
+//! The thread-local switch that says which storage is current, its guard, and the
+//! thread's own storage (the fallback owner).
+//!
+//! All per-thread state is one const-initialized thread-local, `CONTEXT`, holding
+//! the current [`Frame`]. Running an owner (polling a `Task`, `Snapshot::run`, a task
+//! of a runtime in automatic mode) swaps the owner's frame in and, through the
+//! [`Entered`] guard, back out again — also when the poll unwinds. When no owner runs,
+//! `CONTEXT` holds the thread's own frame.
+//!
+//! The thread's locals can already be gone when we are called from another
+//! thread-local's destructor at thread exit. Every access therefore uses `try_with`:
+//! reads then see nothing, writes fail with [`Kind::Destroyed`].
+
+use std::cell::RefCell;
+use std::mem;
+
+use crate::error::{AccessError, Kind};
+use crate::storage::{self, Garbage, Inherited, Storage};
+
+thread_local! {
+    static CONTEXT: RefCell<Frame> = const { RefCell::new(Frame::thread()) };
+    /// Registered (touched) when the thread's own storage is created; its destructor
+    /// tears that storage down at thread exit.
+    static THREAD_EXIT: ThreadExit = const { ThreadExit };
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Owner {
+    /// The thread itself.
+    Thread,
+    /// The thread, after its storage was torn down at thread exit.
+    ThreadGone,
+    /// A task, a snapshot run: anything with its own lifetime.
+    Scoped,
+}
+
+/// One owner's state: its storage once created, and until then what it inherited.
+pub(crate) struct Frame {
+    owner: Owner,
+    /// The thread's `THREAD_EXIT` destructor is registered.
+    exit_registered: bool,
+    storage: Option<Box<Storage>>,
+    seed: Option<Inherited>,
+}
+
+impl Frame {
+    const fn thread() -> Frame {
+        Frame {
+            owner: Owner::Thread,
+            exit_registered: false,
+            storage: None,
+            seed: None,
+        }
+    }
+
+    /// The frame of a new owner that inherits `seed`. Allocates nothing.
+    pub(crate) const fn new(seed: Option<Inherited>) -> Frame {
+        Frame {
+            owner: Owner::Scoped,
+            exit_registered: false,
+            storage: None,
+            seed,
+        }
+    }
+}
+
+impl Drop for Frame {
+    /// Normally a frame is torn down with [`finish`] while current. This is the
+    /// fallback for a frame dropped otherwise (the thread's frame when `CONTEXT`
+    /// itself is destroyed before `THREAD_EXIT`): handlers still run and values are
+    /// dropped, though the API cannot reach them any more.
+    fn drop(&mut self) {
+        if let Some(storage) = self.storage.take() {
+            storage::teardown(|| storage.next_garbage());
+        }
+    }
+}
+
+/// What an access finds on this thread.
+pub(crate) enum Here<'a> {
+    /// The current owner's storage.
+    Storage(&'a Storage),
+    /// The current owner has no storage yet; this is what it inherited.
+    Seed(Option<&'a Inherited>),
+    /// There is no storage and none may be created here.
+    Denied(Kind),
+}
+
+/// Whether this code runs in a tokio task that has no owner of its own: there the
+/// worker thread's storage must not be used.
+#[inline]
+fn in_foreign_task() -> bool {
+    #[cfg(feature = "tokio")]
+    {
+        ::tokio::task::try_id().is_some()
+    }
+    #[cfg(not(feature = "tokio"))]
+    {
+        false
+    }
+}
+
+/// Calls `f` with what the current owner has. `f` runs while `CONTEXT` is borrowed:
+/// it may borrow cells of the storage but must not run code that enters an owner.
+#[inline]
+pub(crate) fn read<R>(f: impl FnOnce(Here<'_>) -> R) -> R {
+    let mut f = Some(f);
+    let result = CONTEXT.try_with(|cx| {
+        let f = f.take()?;
+        Some(match cx.try_borrow() {
+            Ok(frame) => match (&frame.storage, frame.owner) {
+                (Some(storage), _) => f(Here::Storage(storage)),
+                (None, Owner::ThreadGone) => f(Here::Denied(Kind::Destroyed)),
+                (None, Owner::Thread) if in_foreign_task() => f(Here::Denied(Kind::NoStorage)),
+                (None, _) => f(Here::Seed(frame.seed.as_ref())),
+            },
+            Err(_) => f(Here::Denied(Kind::Borrowed)),
+        })
+    });
+    match (result, f) {
+        (Ok(Some(r)), _) => r,
+        (_, Some(f)) => f(Here::Denied(Kind::Destroyed)),
+        // `f` is taken exactly when the closure ran and returned `Some`.
+        (_, None) => unreachable!(),
+    }
+}
+
+/// Calls `f` with the current owner's storage, creating the storage if needed.
+#[inline]
+pub(crate) fn write<R>(f: impl FnOnce(&Storage) -> R) -> Result<R, AccessError> {
+    let mut f = Some(f);
+    CONTEXT
+        .try_with(|cx| {
+            {
+                let frame = cx
+                    .try_borrow()
+                    .map_err(|_| AccessError::new(Kind::Borrowed))?;
+                if let (Some(storage), Some(f)) = (&frame.storage, f.take()) {
+                    return Ok(f(storage));
+                }
+            }
+            create(cx)?;
+            let frame = cx
+                .try_borrow()
+                .map_err(|_| AccessError::new(Kind::Borrowed))?;
+            match (&frame.storage, f.take()) {
+                (Some(storage), Some(f)) => Ok(f(storage)),
+                _ => Err(AccessError::new(Kind::Borrowed)),
+            }
+        })
+        .unwrap_or(Err(AccessError::new(Kind::Destroyed)))
+}
+
+#[cold]
+fn create(cx: &RefCell<Frame>) -> Result<(), AccessError> {
+    let mut frame = cx
+        .try_borrow_mut()
+        .map_err(|_| AccessError::new(Kind::Borrowed))?;
+    match frame.owner {
+        Owner::ThreadGone => return Err(AccessError::new(Kind::Destroyed)),
+        Owner::Thread if in_foreign_task() => return Err(AccessError::new(Kind::NoStorage)),
+        Owner::Thread if !frame.exit_registered => {
+            if THREAD_EXIT.try_with(|_| ()).is_err() {
+                return Err(AccessError::new(Kind::Destroyed));
+            }
+            frame.exit_registered = true;
+        }
+        Owner::Thread => {}
+        Owner::Scoped => {}
+    }
+    let seed = frame.seed.take();
+    frame.storage = Some(Storage::new(seed));
+    Ok(())
+}
+
+/// Takes the current owner's storage and inheritance away, leaving it empty: the
+/// next access creates a new storage. Returns them to be dropped by the caller.
+pub(crate) fn detach() -> (Option<Box<Storage>>, Option<Inherited>) {
+    CONTEXT
+        .try_with(|cx| match cx.try_borrow_mut() {
+            Ok(mut frame) => (frame.storage.take(), frame.seed.take()),
+            Err(_) => (None, None),
+        })
+        .unwrap_or((None, None))
+}
+
+/// Takes the inherited values of an owner that has no storage yet.
+pub(crate) fn take_seed() -> ((), Option<Inherited>) {
+    let seed = CONTEXT
+        .try_with(|cx| {
+            cx.try_borrow_mut()
+                .ok()
+                .and_then(|mut frame| frame.seed.take())
+        })
+        .ok()
+        .flatten();
+    ((), seed)
+}
+
+/// Ends the current owner: runs its exit handlers (last registered first) while its
+/// values are still readable, then drops the values, until nothing is left, also what
+/// handlers and `Drop`s set meanwhile.
+pub(crate) fn finish() {
+    loop {
+        storage::teardown(|| {
+            read(|here| match here {
+                Here::Storage(storage) => storage.next_garbage(),
+                _ => Garbage::Done,
+            })
+        });
+        let (storage, seed) = detach();
+        if storage.is_none() && seed.is_none() {
+            break;
+        }
+        // The storage is empty; dropping the last reference to an inherited table may
+        // drop values, whose `Drop` may set new ones: go round again.
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            drop(storage);
+            drop(seed);
+        }));
+    }
+}
+
+/// The guard of an entered frame: while it lives, the frame is current on this
+/// thread; dropping it (also during unwinding) restores the previous one.
+#[must_use = "the frame is current only while the guard lives"]
+pub(crate) struct Entered<'a> {
+    frame: &'a mut Frame,
+    active: bool,
+}
+
+/// Makes `frame` the current owner on this thread.
+///
+/// # Panics
+///
+/// When called inside a `with` or `with_mut` closure that borrows the current storage
+/// on this thread: an owner cannot be switched under a live borrow.
+pub(crate) fn enter(frame: &mut Frame) -> Entered<'_> {
+    let active = CONTEXT
+        .try_with(|cx| match cx.try_borrow_mut() {
+            Ok(mut current) => {
+                mem::swap(&mut *current, frame);
+                true
+            }
+            Err(_) => crate::error::panic_enter_borrowed(),
+        })
+        // The thread's locals are gone: the owner runs without storage.
+        .unwrap_or(false);
+    Entered { frame, active }
+}
+
+impl Drop for Entered<'_> {
+    fn drop(&mut self) {
+        if self.active {
+            let _ = CONTEXT.try_with(|cx| {
+                if let Ok(mut current) = cx.try_borrow_mut() {
+                    mem::swap(&mut *current, self.frame);
+                }
+            });
+        }
+    }
+}
+
+/// Runs `f` as the owner `frame`, then tears the owner down.
+pub(crate) fn run_and_finish<R>(mut frame: Frame, f: impl FnOnce() -> R) -> R {
+    struct Finish<'a>(Entered<'a>);
+    impl Drop for Finish<'_> {
+        fn drop(&mut self) {
+            if self.0.active {
+                finish();
+            }
+        }
+    }
+    let _guard = Finish(enter(&mut frame));
+    f()
+}
+
+struct ThreadExit;
+
+impl Drop for ThreadExit {
+    fn drop(&mut self) {
+        let _ = CONTEXT.try_with(|cx| {
+            if cx
+                .try_borrow()
+                .map_or(true, |frame| frame.owner != Owner::Thread)
+            {
+                return;
+            }
+            finish();
+            if let Ok(mut frame) = cx.try_borrow_mut() {
+                frame.owner = Owner::ThreadGone;
+            }
+        });
+    }
+}

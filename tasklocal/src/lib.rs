@@ -1,0 +1,217 @@
+//! Task-local and thread-local storage for Rust: every async task and every thread
+//! gets its own values — typed keys with initial values, go-tls style dynamic keys,
+//! inheritance into the tasks and threads it spawns, exit handlers and cleanup when
+//! the task ends (also when it is cancelled or panics) — with no `unsafe` code.
+//!
+//! ```
+//! use tasklocal::Local;
+//!
+//! static REQUEST_ID: Local<String> = Local::inheritable();
+//!
+//! # #[cfg(feature = "tokio")]
+//! #[tokio::main]
+//! async fn main() {
+//!     let handle = tasklocal::spawn(async {
+//!         REQUEST_ID.set("req-42".into()); // no scope, no wrapper at the call site
+//!         let child = tasklocal::spawn(async { REQUEST_ID.get() }); // inherited
+//!         tasklocal::at_exit(|| println!("request done")); // runs at task end
+//!         child.await.unwrap()
+//!     });
+//!     assert_eq!(handle.await.unwrap().as_deref(), Some("req-42"));
+//!     assert_eq!(REQUEST_ID.get(), None); // nothing leaks back
+//! }
+//! # #[cfg(not(feature = "tokio"))] fn main() {}
+//! ```
+//!
+//! # Compared with
+//!
+//! | | tasklocal | go-tls / timandy/routine | Java `ThreadLocal` / `InheritableThreadLocal` | tokio `task_local!` | std `thread_local!` | Python `contextvars` |
+//! |---|---|---|---|---|---|---|
+//! | per async task | yes | per goroutine | per thread | yes | no: bleeds between tasks on a worker | yes |
+//! | `set` anywhere, no scope | yes | yes | yes | no (`scope`/`sync_scope` only) | yes | yes |
+//! | initial value | `with_initial` | no / `withInitial` | `withInitial` | no | yes | default |
+//! | inherited by children | `inheritable`, O(1) capture | no / yes (copy) | `InheritableThreadLocal` (copy) | no (#2396) | no | yes (O(1)) |
+//! | into `spawn_blocking`, rayon, threads | `spawn_blocking`, [`rayon`](crate::rt::rayon), [`thread`] | — | — | lost | — | `copy_context().run` |
+//! | cleanup at end (cancel, panic) | handlers FILO, then values | `AtExit` (go-tls) | `remove()` by hand | value dropped | at thread exit | GC |
+//! | dynamic keys | [`set`]/[`get`]/[`remove`] | yes | no | no | no | no |
+//! | implementation | safe Rust | runtime patching / stack walk | JVM | safe Rust | compiler | interpreter |
+//!
+//! # go-tls → tasklocal
+//!
+//! | go-tls | tasklocal |
+//! |---|---|
+//! | `tls.Set(k, v)` | [`set(k, v)`](set), or [`Local::set`] for a typed key |
+//! | `tls.Get(k)` | [`get(&k)`](get), [`with(&k, f)`](with) to borrow |
+//! | `tls.Del(k)` | [`remove(&k)`](remove), [`take(&k)`](take) to get it back |
+//! | `tls.Reset()` | [`reset()`] |
+//! | `tls.Unload()` | [`unload()`] |
+//! | `tls.ID()` | [`id()`] → [`TaskId`] |
+//! | `tls.AtExit(f)` | [`at_exit(f)`](at_exit) |
+//! | `go f()` | [`spawn(f)`](spawn), [`thread::spawn`], or plain `tokio::spawn` in [automatic mode](#automatic-mode) |
+//!
+//! # Owners
+//!
+//! Values belong to an *owner*: a [`Task`] (a future wrapped by [`task`], [`spawn`],
+//! [`Snapshot::task`]), a [`Snapshot::run`] call, a task of a runtime in automatic
+//! mode, and — as the fallback — the OS thread. Code reads and writes the storage of
+//! the innermost owner it runs in; tasks that migrate between worker threads take
+//! their storage with them. An owner that never touches the API allocates nothing.
+//!
+//! A child owner starts with the values of [inheritable](Local::inheritable) keys as
+//! its creator had them at creation; afterwards neither sees the other's writes.
+//! Dynamic keys and non-inheritable keys are never inherited.
+//!
+//! When an owner ends, its [exit handlers](at_exit) run last-registered first, with
+//! all values still readable; then the values are dropped. A handler or a `Drop` may
+//! use the whole API; a panicking one does not stop the rest.
+//!
+//! # Automatic mode
+//!
+//! With tokio, code in a task spawned by plain `tokio::spawn` has no storage of its
+//! own: it never falls back to the worker thread's storage (that would leak values
+//! between tasks). Reads there see nothing set, writes panic with a message naming
+//! the fix. Use [`spawn`]/[`task`], or give every task of a runtime its own storage
+//! with `tasklocal::tokio::install` (requires `--cfg tokio_unstable`).
+//!
+//! # Limitations
+//!
+//! * **The main thread's storage is never torn down**: Rust runs no thread-local
+//!   destructors for the main thread at process exit, so its exit handlers do not run
+//!   and its values are not dropped. Do request work in tasks or [`Snapshot::run`].
+//! * **Executors other than tokio** see the thread's storage unless futures are wrapped
+//!   with [`task`] or [`Snapshot::task`]; thread pools need [`Snapshot`] (see
+//!   [`rt::rayon`](crate::rt::rayon) for rayon).
+//! * While a `with`/`with_mut` closure of a non-inheritable key runs, another owner
+//!   cannot be entered on the same thread (see [`Local`](Local#panics)).
+//! * Exit handlers registered on a thread run when it exits, from a thread-local
+//!   destructor; at that point other thread-locals may already be gone.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+
+mod current;
+mod dynamic;
+mod error;
+mod id;
+mod local;
+pub mod rt;
+mod snapshot;
+mod storage;
+mod task;
+pub mod thread;
+
+pub use dynamic::{get, remove, set, take, try_remove, try_set, try_take, with, Key};
+pub use error::AccessError;
+pub use id::TaskId;
+pub use local::Local;
+pub use snapshot::Snapshot;
+pub use task::{task, Task};
+
+#[cfg(feature = "rayon")]
+pub use rt::rayon;
+#[cfg(feature = "tokio")]
+pub use rt::tokio::{spawn, spawn_blocking, spawn_local};
+
+use error::panic_access;
+
+/// Drops every value of the current storage now — typed, inherited and dynamic (go-tls
+/// `Reset`). Exit handlers and the id stay.
+///
+/// ```
+/// static N: tasklocal::Local<u32> = tasklocal::Local::new();
+/// N.set(1);
+/// tasklocal::set("k", 2u32);
+/// let id = tasklocal::id();
+/// tasklocal::reset();
+/// assert_eq!(N.get(), None);
+/// assert_eq!(tasklocal::get::<_, u32>(&"k"), None);
+/// assert_eq!(tasklocal::id(), id);
+/// ```
+pub fn reset() {
+    let values = current::read(|here| match here {
+        current::Here::Storage(storage) => storage.take_values(),
+        _ => Vec::new(),
+    });
+    let (_, seed) = current::take_seed();
+    // Dropped with no borrow held: a `Drop` may use the API.
+    drop(values);
+    drop(seed);
+}
+
+/// Drops every value and discards the exit handlers **without running them** (go-tls
+/// `Unload`). The next access creates a new storage, with a new [`id`].
+///
+/// ```
+/// let before = tasklocal::id();
+/// tasklocal::at_exit(|| unreachable!("discarded by unload"));
+/// tasklocal::unload();
+/// assert_ne!(tasklocal::id(), before);
+/// ```
+pub fn unload() {
+    let detached = current::detach();
+    drop(detached);
+}
+
+/// The [`TaskId`] of the current storage (go-tls `ID`).
+///
+/// ```
+/// let id = tasklocal::id();
+/// let other = futures::executor::block_on(tasklocal::Task::isolated(async { tasklocal::id() }));
+/// assert_ne!(id, other);
+/// ```
+///
+/// # Panics
+///
+/// Where [`try_id`] returns an error: in a tokio task without storage of its own.
+#[inline]
+#[track_caller]
+pub fn id() -> TaskId {
+    try_id().unwrap_or_else(|err| panic_access(err))
+}
+
+/// Like [`id`], returning an error instead of panicking.
+///
+/// ```
+/// assert!(tasklocal::try_id().is_ok());
+/// ```
+#[inline]
+pub fn try_id() -> Result<TaskId, AccessError> {
+    current::write(|storage| storage.id)
+}
+
+/// Registers `f` to run when the current owner ends (go-tls `AtExit`): handlers run
+/// last-registered first, while the owner's values are still readable.
+///
+/// A task's handlers run when it completes, is cancelled or aborted, is dropped at
+/// runtime shutdown, or unwinds from a panic; a thread's at thread exit (the main
+/// thread's never: see [Limitations](crate#limitations)).
+///
+/// ```
+/// use std::sync::atomic::{AtomicU32, Ordering};
+/// static ORDER: AtomicU32 = AtomicU32::new(0);
+///
+/// futures::executor::block_on(tasklocal::Task::isolated(async {
+///     tasklocal::at_exit(|| assert_eq!(ORDER.fetch_add(1, Ordering::SeqCst), 1));
+///     tasklocal::at_exit(|| assert_eq!(ORDER.fetch_add(1, Ordering::SeqCst), 0));
+/// }));
+/// assert_eq!(ORDER.load(Ordering::SeqCst), 2);
+/// ```
+///
+/// # Panics
+///
+/// Where [`try_at_exit`] returns an error: in a tokio task without storage of its own.
+#[track_caller]
+pub fn at_exit(f: impl FnOnce() + Send + 'static) {
+    if let Err(err) = try_at_exit(f) {
+        panic_access(err)
+    }
+}
+
+/// Like [`at_exit`], returning an error instead of panicking.
+///
+/// ```
+/// assert!(tasklocal::try_at_exit(|| ()).is_ok());
+/// ```
+pub fn try_at_exit(f: impl FnOnce() + Send + 'static) -> Result<(), AccessError> {
+    current::write(|storage| storage.push_handler(Box::new(f)))
+}

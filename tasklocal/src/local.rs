@@ -1,0 +1,785 @@
+//! [`Local<T>`]: typed keys.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use crate::current::{self, Here};
+use crate::error::{panic_access, AccessError, Kind};
+use crate::storage::{Entry, Shared, Storage, Value};
+
+/// A typed key: each owner (task, thread, snapshot run) has its own value for it —
+/// Java's `ThreadLocal<T>`, tokio's `task_local!`, go-tls's `Set`/`Get` with a type.
+///
+/// Declare keys as statics with one of the `const` constructors:
+///
+/// ```
+/// use tasklocal::Local;
+///
+/// /// Follows the request into every task and thread it spawns.
+/// static REQUEST_ID: Local<String> = Local::inheritable();
+/// /// Starts at 0 in every owner.
+/// static COUNTER: Local<u64> = Local::with_initial(|| 0);
+/// /// Neither inherited nor initialized.
+/// static SCRATCH: Local<Vec<u8>> = Local::new();
+///
+/// REQUEST_ID.set("req-1".to_string());
+/// COUNTER.with_mut(|n| *n += 1);
+/// assert_eq!(COUNTER.get(), Some(1));
+/// assert_eq!(SCRATCH.get(), None);
+///
+/// std::thread::spawn(|| {
+///     // A plain thread is an owner of its own: nothing is inherited.
+///     assert_eq!(REQUEST_ID.get(), None);
+///     assert_eq!(COUNTER.get(), Some(0));
+/// })
+/// .join()
+/// .unwrap();
+///
+/// tasklocal::thread::spawn(|| {
+///     // `tasklocal::thread::spawn` inherits the inheritable values.
+///     assert_eq!(REQUEST_ID.get().as_deref(), Some("req-1"));
+/// })
+/// .join()
+/// .unwrap();
+/// ```
+///
+/// # Which owner
+///
+/// Every method works on the storage of the innermost owner the code runs in: the
+/// [`Task`](crate::Task) being polled, the [`Snapshot::run`](crate::Snapshot::run)
+/// closure, a task of a runtime in automatic mode, or else the thread.
+///
+/// # Initialization
+///
+/// A key made with [`with_initial`](Self::with_initial) gives each owner `init()`,
+/// computed on the owner's first access and stored. A key made with
+/// [`inheritable`](Self::inheritable) gives a child owner its creator's value as of
+/// the child's creation; the child's first write copies it (copy on write), and no
+/// write on either side is seen by the other.
+///
+/// # Panics
+///
+/// The methods without `try_` panic where their `try_` twin returns an
+/// [`AccessError`]:
+///
+/// * in a tokio task that has no storage of its own (plain `tokio::spawn`,
+///   `spawn_blocking`), a write panics — reads there see no value (initial values are
+///   computed but not stored); use [`spawn`](crate::spawn), [`task`](crate::task) or
+///   automatic mode;
+/// * **reentrancy**: any method of any key may be called from inside a
+///   [`with`](Self::with)/[`with_mut`](Self::with_mut) closure or an initializer, and
+///   never deadlocks. What cannot be served is the value borrowed right now: `set`,
+///   `replace`, `take`, `scope` and `with_mut` of the key a `with` closure is reading,
+///   and any access to the key a `with_mut` closure is mutating. Those panic, and
+///   their `try_` forms return an error for which
+///   [`is_borrowed`](AccessError::is_borrowed) is true. Entering another owner (polling
+///   a [`Task`](crate::Task), [`Snapshot::run`](crate::Snapshot::run)) from inside a
+///   `with`/`with_mut` closure of a non-inheritable key also panics.
+/// * after thread exit has torn the thread's storage down (from another
+///   thread-local's destructor), writes panic and reads see no value.
+pub struct Local<T: 'static> {
+    index: KeyIndex,
+    init: Option<fn() -> T>,
+    shared: Option<SharedOps<T>>,
+    _not_send_values: PhantomData<fn() -> T>,
+}
+
+/// How an inheritable key converts its values to and from the shared form; only the
+/// inheritable constructors, where `T: Clone + Send + Sync`, can make these.
+struct SharedOps<T> {
+    share: fn(T) -> Shared,
+    owned: fn(Shared) -> Option<T>,
+    make_mut: for<'a> fn(&'a mut Shared) -> Option<&'a mut T>,
+}
+
+impl<T> Clone for SharedOps<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for SharedOps<T> {}
+
+fn share<T: Send + Sync + 'static>(value: T) -> Shared {
+    Arc::new(value)
+}
+
+fn owned<T: Clone + Send + Sync + 'static>(shared: Shared) -> Option<T> {
+    let shared = shared.downcast::<T>().ok()?;
+    Some(Arc::try_unwrap(shared).unwrap_or_else(|shared| T::clone(&shared)))
+}
+
+fn make_mut<T: Clone + Send + Sync + 'static>(shared: &mut Shared) -> Option<&mut T> {
+    if Arc::get_mut(shared).is_none() {
+        // Shared with a snapshot or a child: copy on write.
+        let copy = shared.downcast_ref::<T>()?.clone();
+        *shared = Arc::new(copy);
+    }
+    Arc::get_mut(shared)?.downcast_mut::<T>()
+}
+
+/// A key's index into the storages' tables, assigned on first use.
+struct KeyIndex {
+    plus_one: AtomicUsize,
+}
+
+static LOCAL_KEYS: AtomicUsize = AtomicUsize::new(0);
+static INHERITABLE_KEYS: AtomicUsize = AtomicUsize::new(0);
+
+impl KeyIndex {
+    const fn new() -> Self {
+        KeyIndex {
+            plus_one: AtomicUsize::new(0),
+        }
+    }
+
+    #[inline]
+    fn get(&self, inheritable: bool) -> usize {
+        match self.plus_one.load(Ordering::Relaxed) {
+            0 => self.assign(inheritable),
+            n => n - 1,
+        }
+    }
+
+    #[cold]
+    fn assign(&self, inheritable: bool) -> usize {
+        let counter = if inheritable {
+            &INHERITABLE_KEYS
+        } else {
+            &LOCAL_KEYS
+        };
+        let mine = counter.fetch_add(1, Ordering::Relaxed) + 1;
+        match self
+            .plus_one
+            .compare_exchange(0, mine, Ordering::Relaxed, Ordering::Relaxed)
+        {
+            Ok(_) => mine - 1,
+            // Another thread assigned one first; ours stays unused.
+            Err(theirs) => theirs - 1,
+        }
+    }
+}
+
+/// A value taken out of a key's slot, in whichever form the key stores it.
+enum Raw {
+    Local(Option<Value>),
+    Shared(Entry),
+}
+
+/// What a look at a key found.
+enum Visit<R> {
+    /// The value was there and the visitor ran on it, under the borrow.
+    Ran(R),
+    /// The value of an inheritable key, to be read with no borrow held.
+    Shared(Shared),
+    /// No value.
+    Missing,
+    /// No storage here: reads see no value and writes fail with this error.
+    Detached(AccessError),
+}
+
+impl<T: 'static> Local<T> {
+    /// A key with no initial value that is not inherited: every owner starts unset.
+    ///
+    /// ```
+    /// static CONN: tasklocal::Local<Vec<u8>> = tasklocal::Local::new();
+    /// assert!(!CONN.is_set());
+    /// ```
+    pub const fn new() -> Self {
+        Local {
+            index: KeyIndex::new(),
+            init: None,
+            shared: None,
+            _not_send_values: PhantomData,
+        }
+    }
+
+    /// A key whose value in each owner starts as `init()`, computed lazily on the
+    /// owner's first access (Java's `ThreadLocal.withInitial`).
+    ///
+    /// ```
+    /// static COUNTER: tasklocal::Local<u64> = tasklocal::Local::with_initial(|| 0);
+    /// assert_eq!(COUNTER.get(), Some(0));
+    /// ```
+    pub const fn with_initial(init: fn() -> T) -> Self {
+        Local {
+            index: KeyIndex::new(),
+            init: Some(init),
+            shared: None,
+            _not_send_values: PhantomData,
+        }
+    }
+
+    const fn is_inheritable(&self) -> bool {
+        self.shared.is_some()
+    }
+}
+
+impl<T: Clone + Send + Sync + 'static> Local<T> {
+    /// A key whose value a child owner — [`task`](crate::task),
+    /// [`spawn`](crate::spawn), [`thread::spawn`](crate::thread::spawn),
+    /// [`Snapshot`](crate::Snapshot) — starts with, as its creator had it when the
+    /// child was created (Java's `InheritableThreadLocal`, Python's `contextvars`).
+    ///
+    /// ```
+    /// static TENANT: tasklocal::Local<String> = tasklocal::Local::inheritable();
+    /// TENANT.set("acme".into());
+    /// let child = tasklocal::thread::spawn(|| TENANT.get());
+    /// assert_eq!(child.join().unwrap().as_deref(), Some("acme"));
+    /// ```
+    pub const fn inheritable() -> Self {
+        Local {
+            index: KeyIndex::new(),
+            init: None,
+            shared: Some(SharedOps {
+                share: share::<T>,
+                owned: owned::<T>,
+                make_mut: make_mut::<T>,
+            }),
+            _not_send_values: PhantomData,
+        }
+    }
+
+    /// Both: inherited from the creator, and `init()` in an owner that inherited no
+    /// value.
+    ///
+    /// ```
+    /// static LEVEL: tasklocal::Local<u8> = tasklocal::Local::inheritable_with_initial(|| 3);
+    /// assert_eq!(LEVEL.get(), Some(3));
+    /// LEVEL.set(5);
+    /// assert_eq!(tasklocal::thread::spawn(|| LEVEL.get()).join().unwrap(), Some(5));
+    /// ```
+    pub const fn inheritable_with_initial(init: fn() -> T) -> Self {
+        Local {
+            index: KeyIndex::new(),
+            init: Some(init),
+            shared: Some(SharedOps {
+                share: share::<T>,
+                owned: owned::<T>,
+                make_mut: make_mut::<T>,
+            }),
+            _not_send_values: PhantomData,
+        }
+    }
+}
+
+impl<T: Send + 'static> Local<T> {
+    #[inline]
+    fn index(&self) -> usize {
+        self.index.get(self.is_inheritable())
+    }
+
+    /// Looks at the value. `f` runs on it under the borrow, except for an inheritable
+    /// key when `lend` is true: then the value's `Arc` is handed out instead.
+    #[inline]
+    fn visit<R>(
+        &'static self,
+        f: impl FnOnce(&T) -> R,
+        lend: bool,
+    ) -> Result<Visit<R>, AccessError> {
+        let index = self.index();
+        let inheritable = self.is_inheritable();
+        current::read(|here| match here {
+            Here::Storage(storage) if !inheritable => match storage.locals.get(index) {
+                Some(cell) => match cell.try_borrow() {
+                    Ok(value) => Ok(match value.as_ref().and_then(|v| v.downcast_ref::<T>()) {
+                        Some(value) => Visit::Ran(f(value)),
+                        None => Visit::Missing,
+                    }),
+                    Err(_) => Err(AccessError::new(Kind::Borrowed)),
+                },
+                None => Ok(Visit::Missing),
+            },
+            Here::Storage(storage) => match storage.inherited.try_borrow() {
+                Ok(inherited) => {
+                    visit_entry(inherited.as_ref().and_then(|e| e.get(index)), f, lend)
+                }
+                Err(_) => Err(AccessError::new(Kind::Borrowed)),
+            },
+            Here::Seed(seed) => visit_entry(seed.and_then(|e| e.get(index)), f, lend),
+            Here::Denied(Kind::Borrowed) => Err(AccessError::new(Kind::Borrowed)),
+            Here::Denied(kind) => Ok(Visit::Detached(AccessError::new(kind))),
+        })
+    }
+
+    /// Puts `raw` into this key's slot in the current storage; returns what was there.
+    fn swap_raw(&'static self, raw: Raw) -> Result<Raw, AccessError> {
+        let index = self.index();
+        current::write(|storage| swap_in(storage, index, raw))?
+    }
+
+    /// Converts a value taken out of the slot back to `T`.
+    fn unwrap_raw(&self, raw: Raw) -> Option<T> {
+        match raw {
+            Raw::Local(value) => value?.downcast::<T>().ok().map(|b| *b),
+            Raw::Shared(Entry::Value(shared)) => (self.shared?.owned)(shared),
+            Raw::Shared(_) => None,
+        }
+    }
+
+    fn wrap(&self, value: T) -> Raw {
+        match self.shared {
+            Some(ops) => Raw::Shared(Entry::Value((ops.share)(value))),
+            None => Raw::Local(Some(Box::new(value))),
+        }
+    }
+
+    fn empty(&self) -> Raw {
+        match self.shared {
+            Some(_) => Raw::Shared(Entry::Empty),
+            None => Raw::Local(None),
+        }
+    }
+
+    /// Sets the value, dropping the old one. Writing a value over one of the same key
+    /// that is already present allocates nothing.
+    ///
+    /// ```
+    /// static N: tasklocal::Local<u64> = tasklocal::Local::new();
+    /// N.set(1);
+    /// N.set(2);
+    /// assert_eq!(N.get(), Some(2));
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// Where [`try_set`](Self::try_set) returns an error: see [`Local`].
+    #[track_caller]
+    pub fn set(&'static self, value: T) {
+        if let Err(err) = self.try_set(value) {
+            panic_access(err)
+        }
+    }
+
+    /// Like [`set`](Self::set), returning an error instead of panicking.
+    ///
+    /// ```
+    /// static N: tasklocal::Local<u64> = tasklocal::Local::new();
+    /// assert!(N.try_set(1).is_ok());
+    /// ```
+    pub fn try_set(&'static self, value: T) -> Result<(), AccessError> {
+        let index = self.index();
+        let shared = self.shared;
+        // The old value is dropped only after every borrow is released.
+        let old = current::write(move |storage| -> Result<Option<Raw>, AccessError> {
+            match shared {
+                None => {
+                    let cell = storage.locals.get_or_create(index);
+                    let mut slot = cell
+                        .try_borrow_mut()
+                        .map_err(|_| AccessError::new(Kind::Borrowed))?;
+                    if let Some(present) = slot.as_mut().and_then(|v| v.downcast_mut::<T>()) {
+                        let old: Value = Box::new(std::mem::replace(present, value));
+                        return Ok(Some(Raw::Local(Some(old))));
+                    }
+                    Ok(Some(Raw::Local(slot.replace(Box::new(value)))))
+                }
+                Some(ops) => {
+                    let value = storage
+                        .inherited_mut(|entries| {
+                            if let Some(Entry::Value(present)) = entries.get_mut(index) {
+                                if let Some(present) =
+                                    Arc::get_mut(present).and_then(|v| v.downcast_mut::<T>())
+                                {
+                                    let old = std::mem::replace(present, value);
+                                    return Ok(Raw::Local(Some(Box::new(old))));
+                                }
+                            }
+                            Err(value)
+                        })
+                        .ok_or(AccessError::new(Kind::Borrowed))?;
+                    match value {
+                        Ok(old) => Ok(Some(old)),
+                        Err(value) => swap_in(
+                            storage,
+                            index,
+                            Raw::Shared(Entry::Value((ops.share)(value))),
+                        )
+                        .map(Some),
+                    }
+                }
+            }
+        })??;
+        drop(old);
+        Ok(())
+    }
+
+    /// Sets the value and returns the old one.
+    ///
+    /// ```
+    /// static N: tasklocal::Local<u64> = tasklocal::Local::new();
+    /// assert_eq!(N.replace(1), None);
+    /// assert_eq!(N.replace(2), Some(1));
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// Where [`try_replace`](Self::try_replace) returns an error: see [`Local`].
+    #[track_caller]
+    pub fn replace(&'static self, value: T) -> Option<T> {
+        self.try_replace(value)
+            .unwrap_or_else(|err| panic_access(err))
+    }
+
+    /// Like [`replace`](Self::replace), returning an error instead of panicking.
+    ///
+    /// ```
+    /// static N: tasklocal::Local<u64> = tasklocal::Local::new();
+    /// assert_eq!(N.try_replace(1), Ok(None));
+    /// ```
+    pub fn try_replace(&'static self, value: T) -> Result<Option<T>, AccessError> {
+        let old = self.swap_raw(self.wrap(value))?;
+        Ok(self.unwrap_raw(old))
+    }
+
+    /// Removes the value and returns it (Java's `remove`). An initial value not yet
+    /// computed is not computed: the result is `None`, and the next read computes it.
+    ///
+    /// ```
+    /// static N: tasklocal::Local<u64> = tasklocal::Local::with_initial(|| 7);
+    /// N.set(1);
+    /// assert_eq!(N.take(), Some(1));
+    /// assert_eq!(N.take(), None);
+    /// assert_eq!(N.get(), Some(7));
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// Where [`try_take`](Self::try_take) returns an error: see [`Local`].
+    #[track_caller]
+    pub fn take(&'static self) -> Option<T> {
+        self.try_take().unwrap_or_else(|err| panic_access(err))
+    }
+
+    /// Like [`take`](Self::take), returning an error instead of panicking.
+    ///
+    /// ```
+    /// static N: tasklocal::Local<u64> = tasklocal::Local::new();
+    /// assert_eq!(N.try_take(), Ok(None));
+    /// ```
+    pub fn try_take(&'static self) -> Result<Option<T>, AccessError> {
+        match self.visit(|_| (), false)? {
+            Visit::Ran(()) | Visit::Shared(_) => {}
+            // Nothing to take: do not create a storage for it.
+            Visit::Missing => return Ok(None),
+            Visit::Detached(err) => return Err(err),
+        }
+        let old = self.swap_raw(self.empty())?;
+        Ok(self.unwrap_raw(old))
+    }
+
+    /// Whether a value is present (an initial value counts once computed).
+    ///
+    /// ```
+    /// static N: tasklocal::Local<u64> = tasklocal::Local::with_initial(|| 0);
+    /// assert!(!N.is_set());
+    /// N.get();
+    /// assert!(N.is_set());
+    /// ```
+    pub fn is_set(&'static self) -> bool {
+        matches!(self.visit(|_| (), false), Ok(Visit::Ran(())) | Err(_))
+    }
+
+    /// Calls `f` with a reference to the value: the value, or the initial value, or
+    /// `None`.
+    ///
+    /// ```
+    /// static NAME: tasklocal::Local<String> = tasklocal::Local::new();
+    /// NAME.set("ada".into());
+    /// assert_eq!(NAME.with(|n| n.map(|n| n.len())), Some(3));
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// Where [`try_with`](Self::try_with) returns an error: see [`Local`].
+    #[track_caller]
+    pub fn with<R>(&'static self, f: impl FnOnce(Option<&T>) -> R) -> R {
+        self.try_with(f).unwrap_or_else(|err| panic_access(err))
+    }
+
+    /// Like [`with`](Self::with), returning an error instead of panicking (when the
+    /// value is being mutated by an enclosing [`with_mut`](Self::with_mut)).
+    ///
+    /// ```
+    /// static N: tasklocal::Local<u64> = tasklocal::Local::with_initial(|| 1);
+    /// assert_eq!(N.try_with(|n| n.copied()), Ok(Some(1)));
+    /// ```
+    pub fn try_with<R>(&'static self, f: impl FnOnce(Option<&T>) -> R) -> Result<R, AccessError> {
+        self.with_inner(f, true)
+    }
+
+    fn with_inner<R>(
+        &'static self,
+        f: impl FnOnce(Option<&T>) -> R,
+        initialize: bool,
+    ) -> Result<R, AccessError> {
+        let mut f = Some(f);
+        // A non-inheritable value is read in place; an inheritable one through a clone
+        // of its `Arc`, so that `f` runs with no borrow held.
+        let visit = self.visit(|value| f.take().map(|f| f(Some(value))), true)?;
+        let Some(f) = f.take() else {
+            return match visit {
+                Visit::Ran(Some(r)) => Ok(r),
+                _ => Err(AccessError::new(Kind::Borrowed)),
+            };
+        };
+        match visit {
+            Visit::Shared(shared) => Ok(f(shared.downcast_ref::<T>())),
+            Visit::Missing if initialize && self.init.is_some() => {
+                self.store_initial()?;
+                self.with_inner(f, false)
+            }
+            // No storage to keep it in: the initial value is computed, not stored.
+            Visit::Detached(_) => Ok(f(self.init.map(|init| init()).as_ref())),
+            _ => Ok(f(None)),
+        }
+    }
+
+    /// Stores the initial value, computed now with no borrow held.
+    fn store_initial(&'static self) -> Result<(), AccessError> {
+        if let Some(init) = self.init {
+            let value = init();
+            // An initializer that set this key itself is overwritten, as std's
+            // `thread_local!` and Java's `ThreadLocal` do.
+            drop(self.swap_raw(self.wrap(value))?);
+        }
+        Ok(())
+    }
+
+    /// Calls `f` with a mutable reference to the value, computing the initial value
+    /// first if needed; `None` when there is neither a value nor an initial value. An
+    /// inherited value is copied on the first write.
+    ///
+    /// ```
+    /// static HITS: tasklocal::Local<u64> = tasklocal::Local::with_initial(|| 0);
+    /// HITS.with_mut(|n| *n += 1);
+    /// assert_eq!(HITS.with_mut(|n| *n), Some(1));
+    ///
+    /// static UNSET: tasklocal::Local<u64> = tasklocal::Local::new();
+    /// assert_eq!(UNSET.with_mut(|n| *n += 1), None);
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// Where [`try_with_mut`](Self::try_with_mut) returns an error: see [`Local`].
+    #[track_caller]
+    pub fn with_mut<R>(&'static self, f: impl FnOnce(&mut T) -> R) -> Option<R> {
+        self.try_with_mut(f).unwrap_or_else(|err| panic_access(err))
+    }
+
+    /// Like [`with_mut`](Self::with_mut), returning an error instead of panicking.
+    ///
+    /// ```
+    /// static N: tasklocal::Local<u64> = tasklocal::Local::new();
+    /// assert_eq!(N.try_with_mut(|n| *n), Ok(None));
+    /// ```
+    pub fn try_with_mut<R>(
+        &'static self,
+        f: impl FnOnce(&mut T) -> R,
+    ) -> Result<Option<R>, AccessError> {
+        match self.visit(|_| (), false)? {
+            Visit::Ran(()) | Visit::Shared(_) => {}
+            Visit::Missing if self.init.is_some() => self.store_initial()?,
+            Visit::Missing => return Ok(None),
+            Visit::Detached(err) => return Err(err),
+        }
+        let index = self.index();
+        let Some(ops) = self.shared else {
+            let mut f = Some(f);
+            return current::write(|storage| {
+                let cell = storage.locals.get_or_create(index);
+                let mut slot = cell
+                    .try_borrow_mut()
+                    .map_err(|_| AccessError::new(Kind::Borrowed))?;
+                let value = slot.as_mut().and_then(|v| v.downcast_mut::<T>());
+                Ok(value.zip(f.take()).map(|(value, f)| f(value)))
+            })?;
+        };
+        // Take the value out, leaving `Lent` so that reentrant access to this key fails
+        // cleanly; `f` runs with no borrow held; the guard puts the value back.
+        let shared = current::write(|storage| {
+            let taken = storage.inherited_mut(|entries| match entries.get_mut(index) {
+                Some(entry @ Entry::Value(_)) => match std::mem::replace(entry, Entry::Lent) {
+                    Entry::Value(shared) => Ok(Some(shared)),
+                    _ => Ok(None),
+                },
+                Some(Entry::Lent) => Err(AccessError::new(Kind::Borrowed)),
+                _ => Ok(None),
+            });
+            let taken = taken.unwrap_or(Err(AccessError::new(Kind::Borrowed)))?;
+            if taken.is_some() {
+                storage.lent.set(storage.lent.get() + 1);
+            }
+            Ok(taken)
+        })??;
+        let mut lent = LentBack {
+            key: index,
+            value: shared,
+        };
+        Ok(lent.value.as_mut().and_then(|v| (ops.make_mut)(v)).map(f))
+    }
+
+    /// Binds `value` for the duration of `f`, then restores the previous state —
+    /// including "unset" — also when `f` panics.
+    ///
+    /// ```
+    /// static USER: tasklocal::Local<&str> = tasklocal::Local::new();
+    /// USER.scope("ada", || assert_eq!(USER.get(), Some("ada")));
+    /// assert_eq!(USER.get(), None);
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// When the value cannot be bound (see [`Local`]), and when `f` panics.
+    #[track_caller]
+    pub fn scope<R>(&'static self, value: T, f: impl FnOnce() -> R) -> R {
+        let old = self
+            .swap_raw(self.wrap(value))
+            .unwrap_or_else(|err| panic_access(err));
+        let _restore = Restore {
+            key: self,
+            old: Some(old),
+        };
+        f()
+    }
+}
+
+/// Puts a lent inheritable value back when `with_mut` ends, also by unwinding.
+struct LentBack {
+    key: usize,
+    value: Option<Shared>,
+}
+
+impl Drop for LentBack {
+    fn drop(&mut self) {
+        let Some(value) = self.value.take() else {
+            return;
+        };
+        let key = self.key;
+        let rejected = current::write(|storage| {
+            storage.lent.set(storage.lent.get().saturating_sub(1));
+            storage
+                .inherited_mut(|entries| match entries.get_mut(key) {
+                    Some(entry @ Entry::Lent) => {
+                        *entry = Entry::Value(value);
+                        None
+                    }
+                    // `reset`/`unload` ran meanwhile: the value goes, as they said.
+                    _ => Some(value),
+                })
+                .flatten()
+        });
+        drop(rejected);
+    }
+}
+
+/// Restores a key's previous state when `scope` ends, also by unwinding.
+struct Restore<T: Send + 'static> {
+    key: &'static Local<T>,
+    old: Option<Raw>,
+}
+
+impl<T: Send + 'static> Drop for Restore<T> {
+    fn drop(&mut self) {
+        if let Some(old) = self.old.take() {
+            drop(self.key.swap_raw(old));
+        }
+    }
+}
+
+impl<T: Send + Clone + 'static> Local<T> {
+    /// A clone of the value, or the initial value, or `None`.
+    ///
+    /// ```
+    /// static N: tasklocal::Local<u64> = tasklocal::Local::new();
+    /// assert_eq!(N.get(), None);
+    /// N.set(3);
+    /// assert_eq!(N.get(), Some(3));
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// Where [`try_get`](Self::try_get) returns an error: see [`Local`].
+    #[inline]
+    #[track_caller]
+    pub fn get(&'static self) -> Option<T> {
+        match self.try_get() {
+            Ok(value) => value,
+            Err(err) => panic_access(err),
+        }
+    }
+
+    /// Like [`get`](Self::get), returning an error instead of panicking (when the value
+    /// is being mutated by an enclosing [`with_mut`](Self::with_mut)).
+    ///
+    /// ```
+    /// static N: tasklocal::Local<u64> = tasklocal::Local::new();
+    /// assert_eq!(N.try_get(), Ok(None));
+    /// ```
+    #[inline]
+    pub fn try_get(&'static self) -> Result<Option<T>, AccessError> {
+        match self.visit(T::clone, false)? {
+            Visit::Ran(value) => Ok(Some(value)),
+            _ => self.try_with(|value| value.cloned()),
+        }
+    }
+}
+
+#[inline]
+fn visit_entry<T: 'static, R>(
+    entry: Option<&Entry>,
+    f: impl FnOnce(&T) -> R,
+    lend: bool,
+) -> Result<Visit<R>, AccessError> {
+    match entry {
+        Some(Entry::Value(shared)) if lend => Ok(Visit::Shared(Arc::clone(shared))),
+        Some(Entry::Value(shared)) => Ok(match shared.downcast_ref::<T>() {
+            Some(value) => Visit::Ran(f(value)),
+            None => Visit::Missing,
+        }),
+        Some(Entry::Lent) => Err(AccessError::new(Kind::Borrowed)),
+        Some(Entry::Empty) | None => Ok(Visit::Missing),
+    }
+}
+
+fn swap_in(storage: &Storage, index: usize, raw: Raw) -> Result<Raw, AccessError> {
+    match raw {
+        Raw::Local(value) => {
+            let cell = storage.locals.get_or_create(index);
+            let mut slot = cell
+                .try_borrow_mut()
+                .map_err(|_| AccessError::new(Kind::Borrowed))?;
+            Ok(Raw::Local(std::mem::replace(&mut *slot, value)))
+        }
+        Raw::Shared(entry) => storage
+            .inherited_mut(|entries| {
+                if entries.len() <= index {
+                    entries.resize_with(index + 1, Entry::default);
+                }
+                let slot = &mut entries[index];
+                if matches!(slot, Entry::Lent) {
+                    return Err(AccessError::new(Kind::Borrowed));
+                }
+                Ok(Raw::Shared(std::mem::replace(slot, entry)))
+            })
+            .unwrap_or(Err(AccessError::new(Kind::Borrowed))),
+    }
+}
+
+impl<T: 'static> fmt::Debug for Local<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Local")
+            .field("type", &std::any::type_name::<T>())
+            .field("inheritable", &self.is_inheritable())
+            .field("initial", &self.init.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+// A `Local` is only a key: it is `Sync` whatever `T` is, and it holds no value.
+const _: fn() = || {
+    fn assert_sync<S: Sync>() {}
+    assert_sync::<Local<std::rc::Rc<u8>>>();
+};

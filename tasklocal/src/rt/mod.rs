@@ -1,0 +1,6 @@
+//! Runtime integrations, each behind its feature.
+
+#[cfg(feature = "rayon")]
+pub mod rayon;
+#[cfg(feature = "tokio")]
+pub mod tokio;

@@ -1,0 +1,111 @@
+//! [`Snapshot`]: captured inheritable values, and how they seed new owners.
+
+use std::fmt;
+use std::future::Future;
+
+use crate::current::{self, Frame, Here};
+use crate::storage::Inherited;
+use crate::task::Task;
+
+/// The inheritable values of an owner, captured in O(1): how context crosses into
+/// thread pools and executors, like TransmittableThreadLocal's capture/replay.
+///
+/// A snapshot is immutable: later writes by the owner it came from are not seen,
+/// and owners seeded from it never write back (Python's `contextvars`, .NET's
+/// `AsyncLocal`).
+///
+/// ```
+/// use tasklocal::{Local, Snapshot};
+/// static TENANT: Local<String> = Local::inheritable();
+///
+/// TENANT.set("acme".into());
+/// let snapshot = Snapshot::capture();
+/// TENANT.set("other".into());
+///
+/// // Any thread, any pool: run with the captured context.
+/// let seen = std::thread::spawn(move || snapshot.run(|| TENANT.get()))
+///     .join()
+///     .unwrap();
+/// assert_eq!(seen.as_deref(), Some("acme"));
+/// ```
+#[derive(Clone, Default)]
+pub struct Snapshot {
+    inherited: Option<Inherited>,
+}
+
+impl Snapshot {
+    /// Captures the inheritable values of the current owner: one reference-count
+    /// increment, whatever their number (values are shared, copied on write).
+    ///
+    /// ```
+    /// static N: tasklocal::Local<u32> = tasklocal::Local::inheritable();
+    /// N.set(1);
+    /// let s = tasklocal::Snapshot::capture();
+    /// assert_eq!(s.run(|| N.get()), Some(1));
+    /// ```
+    pub fn capture() -> Snapshot {
+        let inherited = current::read(|here| match here {
+            Here::Storage(storage) => storage.capture(),
+            Here::Seed(seed) => seed.cloned(),
+            Here::Denied(_) => None,
+        });
+        Snapshot { inherited }
+    }
+
+    /// A snapshot with no values.
+    ///
+    /// ```
+    /// static N: tasklocal::Local<u32> = tasklocal::Local::inheritable();
+    /// N.set(1);
+    /// assert_eq!(tasklocal::Snapshot::empty().run(|| N.get()), None);
+    /// ```
+    pub const fn empty() -> Snapshot {
+        Snapshot { inherited: None }
+    }
+
+    /// Runs `f` as a new owner seeded from this snapshot. When `f` returns or
+    /// panics, the owner ends: its exit handlers run and its values are dropped.
+    ///
+    /// ```
+    /// static N: tasklocal::Local<u32> = tasklocal::Local::inheritable();
+    /// N.set(1);
+    /// let s = tasklocal::Snapshot::capture();
+    /// s.run(|| {
+    ///     N.set(2);
+    ///     assert_eq!(N.get(), Some(2));
+    /// });
+    /// assert_eq!(N.get(), Some(1));
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// When called inside a `with`/`with_mut` closure of a non-inheritable key on this
+    /// thread (see [`Local`](crate::Local#panics)), and when `f` panics.
+    pub fn run<R>(&self, f: impl FnOnce() -> R) -> R {
+        current::run_and_finish(Frame::new(self.inherited.clone()), f)
+    }
+
+    /// Wraps `future` in a [`Task`] seeded from this snapshot.
+    ///
+    /// ```
+    /// static N: tasklocal::Local<u32> = tasklocal::Local::inheritable();
+    /// N.set(1);
+    /// let s = tasklocal::Snapshot::capture();
+    /// N.set(2);
+    /// assert_eq!(futures::executor::block_on(s.task(async { N.get() })), Some(1));
+    /// ```
+    pub fn task<F: Future>(&self, future: F) -> Task<F> {
+        Task::with_frame(future, Frame::new(self.inherited.clone()))
+    }
+}
+
+impl fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let values = self.inherited.as_ref().map_or(0, |i| {
+            i.iter()
+                .filter(|e| matches!(e, crate::storage::Entry::Value(_)))
+                .count()
+        });
+        f.debug_struct("Snapshot").field("values", &values).finish()
+    }
+}

@@ -1,0 +1,440 @@
+//! One owner's values and exit handlers, and their teardown.
+//!
+//! A [`Storage`] is only ever touched by the thread that currently runs its owner, so
+//! it uses `Cell`/`RefCell` and no locks. Every value lives in its own cell whose
+//! address never changes, so a value can stay borrowed by a `with` closure while the
+//! closure writes other keys. Inheritable values live in one copy-on-write table
+//! ([`Inherited`]) so that capturing them for a child is one reference-count increment.
+
+use std::any::Any;
+use std::cell::{Cell, OnceCell, RefCell};
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::Arc;
+
+use crate::id::TaskId;
+
+/// A value of a non-inheritable key.
+pub(crate) type Value = Box<dyn Any + Send>;
+/// A value of an inheritable key: shared with the snapshots that captured it.
+pub(crate) type Shared = Arc<dyn Any + Send + Sync>;
+/// The inheritable values of an owner, indexed by key; shared copy-on-write.
+pub(crate) type Inherited = Arc<Vec<Entry>>;
+
+/// The state of one inheritable key in an owner.
+#[derive(Clone, Default)]
+pub(crate) enum Entry {
+    /// No value.
+    #[default]
+    Empty,
+    /// A value, possibly shared with snapshots.
+    Value(Shared),
+    /// The value is taken out by a `with_mut` further up this thread's stack.
+    Lent,
+}
+/// An exit handler.
+pub(crate) type Handler = Box<dyn FnOnce() + Send>;
+
+/// How many cells live inline in a [`Cells`]; programs rarely have more keys.
+const INLINE: usize = 8;
+/// Further buckets double in size: bucket `b` holds `INLINE << b` cells.
+const BUCKETS: usize = 40;
+
+type Bucket<T> = OnceCell<Box<[RefCell<Option<T>>]>>;
+
+/// A table of cells indexed by a number, growing without ever moving a cell.
+pub(crate) struct Cells<T> {
+    inline: [RefCell<Option<T>>; INLINE],
+    more: OnceCell<Box<[Bucket<T>; BUCKETS]>>,
+}
+
+impl<T> Cells<T> {
+    fn new() -> Self {
+        Cells {
+            inline: std::array::from_fn(|_| RefCell::new(None)),
+            more: OnceCell::new(),
+        }
+    }
+
+    /// The cell for `index`, if it was ever created.
+    #[inline]
+    pub(crate) fn get(&self, index: usize) -> Option<&RefCell<Option<T>>> {
+        match self.inline.get(index) {
+            Some(cell) => Some(cell),
+            None => self.get_outlined(index),
+        }
+    }
+
+    #[cold]
+    fn get_outlined(&self, index: usize) -> Option<&RefCell<Option<T>>> {
+        let (bucket, offset) = locate(index);
+        self.more.get()?.get(bucket)?.get()?.get(offset)
+    }
+
+    /// The cell for `index`, created if needed.
+    pub(crate) fn get_or_create(&self, index: usize) -> &RefCell<Option<T>> {
+        if let Some(cell) = self.inline.get(index) {
+            return cell;
+        }
+        let (bucket, offset) = locate(index);
+        let buckets = self
+            .more
+            .get_or_init(|| Box::new(std::array::from_fn(|_| OnceCell::new())));
+        // `locate` keeps `bucket < BUCKETS` for every index below 2^43; the last bucket
+        // absorbs anything beyond (unreachable: indices come from a counter of keys).
+        let bucket = bucket.min(BUCKETS - 1);
+        let cells = buckets[bucket]
+            .get_or_init(|| (0..INLINE << bucket).map(|_| RefCell::new(None)).collect());
+        &cells[offset.min(cells.len() - 1)]
+    }
+
+    /// Every cell created so far.
+    fn iter(&self) -> impl Iterator<Item = &RefCell<Option<T>>> {
+        let more = self.more.get().into_iter().flat_map(|buckets| {
+            buckets
+                .iter()
+                .filter_map(|bucket| bucket.get())
+                .flat_map(|cells| cells.iter())
+        });
+        self.inline.iter().chain(more)
+    }
+}
+
+fn bucket_index(index: usize) -> usize {
+    // index >= INLINE: bucket b covers [INLINE << b, INLINE << (b + 1)).
+    (usize::BITS - 1 - (index / INLINE).leading_zeros()) as usize
+}
+
+fn locate(index: usize) -> (usize, usize) {
+    let bucket = bucket_index(index);
+    (bucket, index - (INLINE << bucket))
+}
+
+/// Values and handlers of one owner.
+pub(crate) struct Storage {
+    pub(crate) id: TaskId,
+    /// Values of non-inheritable typed keys.
+    pub(crate) locals: Cells<Value>,
+    /// Values of inheritable typed keys; `None` until the first one is present.
+    pub(crate) inherited: RefCell<Option<Inherited>>,
+    /// How many inheritable values are taken out by a `with_mut` right now.
+    pub(crate) lent: Cell<usize>,
+    /// Dynamic keys, created on first use.
+    pub(crate) dynamic: OnceCell<Box<Dynamic>>,
+    handlers: RefCell<Vec<Handler>>,
+}
+
+impl Storage {
+    pub(crate) fn new(seed: Option<Inherited>) -> Box<Storage> {
+        Box::new(Storage {
+            id: TaskId::next(),
+            locals: Cells::new(),
+            inherited: RefCell::new(seed),
+            lent: Cell::new(0),
+            dynamic: OnceCell::new(),
+            handlers: RefCell::new(Vec::new()),
+        })
+    }
+
+    pub(crate) fn dynamic(&self) -> &Dynamic {
+        self.dynamic.get_or_init(|| {
+            Box::new(Dynamic {
+                index: RefCell::new(HashMap::default()),
+                cells: Cells::new(),
+                free: RefCell::new(Vec::new()),
+                next: Cell::new(0),
+            })
+        })
+    }
+
+    /// The inheritable values, to seed a child: one reference-count increment, unless
+    /// a `with_mut` has a value out right now (then those keys are left out).
+    pub(crate) fn capture(&self) -> Option<Inherited> {
+        let inherited = self.inherited.try_borrow().ok()?.clone()?;
+        if self.lent.get() == 0 {
+            return Some(inherited);
+        }
+        let entries = inherited
+            .iter()
+            .map(|entry| match entry {
+                Entry::Lent => Entry::Empty,
+                other => other.clone(),
+            })
+            .collect();
+        Some(Arc::new(entries))
+    }
+
+    /// Runs `f` on the inheritable entries, unshared first (copy on write).
+    pub(crate) fn inherited_mut<R>(&self, f: impl FnOnce(&mut Vec<Entry>) -> R) -> Option<R> {
+        let mut inherited = self.inherited.try_borrow_mut().ok()?;
+        let entries = Arc::make_mut(inherited.get_or_insert_with(Default::default));
+        Some(f(entries))
+    }
+
+    pub(crate) fn push_handler(&self, handler: Handler) {
+        self.handlers.borrow_mut().push(handler);
+    }
+
+    /// The next piece of teardown work: the last registered handler, else all values.
+    pub(crate) fn next_garbage(&self) -> Garbage {
+        if let Some(handler) = self
+            .handlers
+            .try_borrow_mut()
+            .ok()
+            .and_then(|mut h| h.pop())
+        {
+            return Garbage::Handler(handler);
+        }
+        let values = self.take_values();
+        if values.is_empty() {
+            Garbage::Done
+        } else {
+            Garbage::Values(values)
+        }
+    }
+
+    /// Takes every value out of the storage (to be dropped by the caller, after every
+    /// borrow is released, since a value's `Drop` may call back into the API).
+    pub(crate) fn take_values(&self) -> Vec<Box<dyn Any + Send>> {
+        let mut out: Vec<Box<dyn Any + Send>> = Vec::new();
+        take_cells(&self.locals, &mut out);
+        if let Some(dynamic) = self.dynamic.get() {
+            take_cells(&dynamic.cells, &mut out);
+            if let Ok(mut index) = dynamic.index.try_borrow_mut() {
+                if !index.is_empty() {
+                    out.push(Box::new(std::mem::take(&mut *index)));
+                }
+            }
+            if let Ok(mut free) = dynamic.free.try_borrow_mut() {
+                free.clear();
+            }
+            dynamic.next.set(0);
+        }
+        if let Some(inherited) = self
+            .inherited
+            .try_borrow_mut()
+            .ok()
+            .and_then(|mut i| i.take())
+        {
+            out.push(Box::new(inherited));
+        }
+        out
+    }
+}
+
+fn take_cells(cells: &Cells<Value>, out: &mut Vec<Box<dyn Any + Send>>) {
+    for cell in cells.iter() {
+        // A cell borrowed now belongs to a `with` further up this thread's stack;
+        // it is left alone and taken on the next round.
+        if let Some(value) = cell.try_borrow_mut().ok().and_then(|mut v| v.take()) {
+            out.push(value);
+        }
+    }
+}
+
+/// One step of teardown.
+pub(crate) enum Garbage {
+    Handler(Handler),
+    Values(Vec<Box<dyn Any + Send>>),
+    Done,
+}
+
+/// Runs teardown steps until nothing is left: handlers in reverse order of
+/// registration with every value still present, then the values. Whatever a handler
+/// or a `Drop` adds meanwhile is handled in a further round; a panic in one of them is
+/// caught so that the rest still runs.
+pub(crate) fn teardown(mut next: impl FnMut() -> Garbage) {
+    loop {
+        match next() {
+            Garbage::Handler(handler) => {
+                let _ = panic::catch_unwind(AssertUnwindSafe(handler));
+            }
+            Garbage::Values(values) => {
+                for value in values {
+                    let _ = panic::catch_unwind(AssertUnwindSafe(move || drop(value)));
+                }
+            }
+            Garbage::Done => break,
+        }
+    }
+}
+
+/// Dynamic keys: a map from key to cell number, and the cells.
+pub(crate) struct Dynamic {
+    pub(crate) index: RefCell<HashMap<Box<dyn DynKey>, usize, BuildHasherDefault<KeyHasher>>>,
+    pub(crate) cells: Cells<Value>,
+    pub(crate) free: RefCell<Vec<usize>>,
+    pub(crate) next: Cell<usize>,
+}
+
+impl Dynamic {
+    /// The cell number of `key`, if it has one.
+    #[inline]
+    pub(crate) fn find(&self, key: &dyn DynKey) -> Option<usize> {
+        self.index.try_borrow().ok()?.get(key).copied()
+    }
+
+    /// The cell number of `key`, allocated if needed.
+    pub(crate) fn find_or_insert<K: Hash + Eq + Send + Sync + 'static>(&self, key: K) -> usize {
+        if let Some(n) = self.find(&key) {
+            return n;
+        }
+        let n = self.free.borrow_mut().pop().unwrap_or_else(|| {
+            let n = self.next.get();
+            self.next.set(n + 1);
+            n
+        });
+        self.index.borrow_mut().insert(Box::new(key), n);
+        n
+    }
+
+    /// Forgets `key`, freeing its cell number. The cell must be empty.
+    pub(crate) fn forget(&self, key: &dyn DynKey, n: usize) {
+        if self.index.borrow_mut().remove(key).is_some() {
+            self.free.borrow_mut().push(n);
+        }
+    }
+}
+
+/// A dynamic key of any type: compared by type and value.
+pub(crate) trait DynKey: Send + Sync + 'static {
+    fn as_any(&self) -> &dyn Any;
+    fn dyn_eq(&self, other: &dyn DynKey) -> bool;
+    fn dyn_hash(&self) -> u64;
+}
+
+impl<K: Hash + Eq + Send + Sync + 'static> DynKey for K {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    #[inline]
+    fn dyn_eq(&self, other: &dyn DynKey) -> bool {
+        other.as_any().downcast_ref::<K>() == Some(self)
+    }
+
+    #[inline]
+    fn dyn_hash(&self) -> u64 {
+        let mut hasher = KeyHasher::default();
+        std::any::TypeId::of::<K>().hash(&mut hasher);
+        self.hash(&mut hasher);
+        hasher.finish()
+    }
+}
+
+impl PartialEq for dyn DynKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.dyn_eq(other)
+    }
+}
+
+impl Eq for dyn DynKey {}
+
+impl Hash for dyn DynKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.dyn_hash());
+    }
+}
+
+/// A small, fast hasher (the multiply-rotate scheme of rustc's `FxHasher`) for keys
+/// that are hashed once per access; the map is private, so HashDoS does not apply
+/// beyond one owner's own keys.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct KeyHasher(u64);
+
+const SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+
+impl KeyHasher {
+    #[inline]
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(SEED);
+    }
+}
+
+impl Hasher for KeyHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let mut word = [0; 8];
+            word.copy_from_slice(chunk);
+            self.add(u64::from_le_bytes(word));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut word = [0; 8];
+            word[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(word) ^ ((rest.len() as u64) << 59));
+        }
+    }
+
+    #[inline]
+    fn write_u8(&mut self, n: u8) {
+        self.add(u64::from(n));
+    }
+
+    #[inline]
+    fn write_u32(&mut self, n: u32) {
+        self.add(u64::from(n));
+    }
+
+    #[inline]
+    fn write_u64(&mut self, n: u64) {
+        self.add(n);
+    }
+
+    #[inline]
+    fn write_usize(&mut self, n: usize) {
+        self.add(n as u64);
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cells_never_move_and_cover_many_indices() {
+        let cells: Cells<u32> = Cells::new();
+        for i in [0, 7, 8, 15, 16, 100, 1000, 70_000] {
+            *cells.get_or_create(i).borrow_mut() = Some(i as u32);
+        }
+        let first = cells.get(8).unwrap() as *const _;
+        cells.get_or_create(5000);
+        assert_eq!(first, cells.get(8).unwrap() as *const _);
+        for i in [0, 7, 8, 15, 16, 100, 1000, 70_000] {
+            assert_eq!(*cells.get(i).unwrap().borrow(), Some(i as u32));
+        }
+        assert!(cells.get(200_000).is_none());
+        let n = cells.iter().filter(|c| c.borrow().is_some()).count();
+        assert_eq!(n, 8);
+    }
+
+    #[test]
+    fn locate_is_contiguous() {
+        let mut expected = (0, 0);
+        for i in INLINE..10_000 {
+            assert_eq!(locate(i), expected, "index {i}");
+            expected.1 += 1;
+            if expected.1 == INLINE << expected.0 {
+                expected = (expected.0 + 1, 0);
+            }
+        }
+    }
+
+    #[test]
+    fn dynamic_keys_compare_by_type_and_value() {
+        let a: &dyn DynKey = &"k";
+        let b: &dyn DynKey = &String::from("k");
+        let c: &dyn DynKey = &"k";
+        assert!(a == c);
+        assert!(a != b);
+        assert_eq!(a.dyn_hash(), c.dyn_hash());
+    }
+}

@@ -1,0 +1,136 @@
+//! [`Task`]: a future that owns a storage.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use pin_project_lite::pin_project;
+
+use crate::current::{self, Frame};
+use crate::snapshot::Snapshot;
+
+/// Wraps `future` in a [`Task`] with its own storage, which starts with the
+/// inheritable values of the code calling `task` (captured now, in O(1)).
+///
+/// Works on any executor; on tokio, [`spawn`](crate::spawn) does
+/// `tokio::spawn(task(future))` for you.
+///
+/// ```
+/// use tasklocal::Local;
+/// static REQUEST_ID: Local<u64> = Local::inheritable();
+///
+/// REQUEST_ID.set(7);
+/// let child = tasklocal::task(async {
+///     let inherited = REQUEST_ID.get();
+///     REQUEST_ID.set(8); // the child's own copy
+///     inherited
+/// });
+/// assert_eq!(futures::executor::block_on(child), Some(7));
+/// assert_eq!(REQUEST_ID.get(), Some(7)); // writes never flow back
+/// ```
+pub fn task<F: Future>(future: F) -> Task<F> {
+    Snapshot::capture().task(future)
+}
+
+pin_project! {
+    /// A future with its own storage: while it is polled, its storage is the current
+    /// one on the polling thread, whichever thread that is.
+    ///
+    /// Made by [`task`] (inheriting the caller's inheritable values),
+    /// [`Task::isolated`] (inheriting nothing) or [`Snapshot::task`].
+    ///
+    /// A `Task` ends when its future completes or when the `Task` is dropped —
+    /// cancelled, aborted, dropped at runtime shutdown, or unwound by a panic. Then its
+    /// exit handlers run, last registered first, with its values still readable, and
+    /// then its values are dropped: exactly once. The inner future itself is dropped
+    /// while the storage is still current, so its `Drop` can read the task's values.
+    ///
+    /// A `Task` that never touches its storage allocates nothing.
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicBool, Ordering};
+    /// static DONE: AtomicBool = AtomicBool::new(false);
+    ///
+    /// let t = tasklocal::Task::isolated(async {
+    ///     tasklocal::at_exit(|| DONE.store(true, Ordering::SeqCst));
+    ///     std::future::pending::<()>().await
+    /// });
+    /// let mut t = Box::pin(t);
+    /// let waker = futures::task::noop_waker();
+    /// let _ = t.as_mut().poll(&mut std::task::Context::from_waker(&waker));
+    /// assert!(!DONE.load(Ordering::SeqCst));
+    /// drop(t); // cancelled: the handler runs now
+    /// assert!(DONE.load(Ordering::SeqCst));
+    /// # use std::future::Future;
+    /// ```
+    #[must_use = "futures do nothing unless polled"]
+    pub struct Task<F> {
+        #[pin]
+        future: Option<F>,
+        frame: Frame,
+    }
+
+    impl<F> PinnedDrop for Task<F> {
+        fn drop(this: Pin<&mut Self>) {
+            let mut this = this.project();
+            if this.future.is_none() {
+                // Completed: already torn down.
+                return;
+            }
+            let _entered = current::enter(this.frame);
+            // The future goes first, while its storage is still readable.
+            this.future.set(None);
+            current::finish();
+        }
+    }
+}
+
+impl<F> Task<F> {
+    pub(crate) fn with_frame(future: F, frame: Frame) -> Task<F> {
+        Task {
+            future: Some(future),
+            frame,
+        }
+    }
+
+    /// Wraps `future` in a `Task` whose storage starts empty: nothing is inherited.
+    ///
+    /// ```
+    /// static USER: tasklocal::Local<&str> = tasklocal::Local::inheritable();
+    /// USER.set("ada");
+    /// let t = tasklocal::Task::isolated(async { USER.get() });
+    /// assert_eq!(futures::executor::block_on(t), None);
+    /// ```
+    pub fn isolated(future: F) -> Task<F> {
+        Task::with_frame(future, Frame::new(None))
+    }
+}
+
+impl<F: Future> Future for Task<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let mut this = self.project();
+        assert!(this.future.is_some(), "`Task` polled after completion");
+        let _entered = current::enter(this.frame);
+        let Some(future) = this.future.as_mut().as_pin_mut() else {
+            unreachable!()
+        };
+        let output = match future.poll(cx) {
+            Poll::Ready(output) => output,
+            Poll::Pending => return Poll::Pending,
+        };
+        this.future.set(None);
+        current::finish();
+        Poll::Ready(output)
+    }
+}
+
+impl<F> fmt::Debug for Task<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Task")
+            .field("completed", &self.future.is_none())
+            .finish_non_exhaustive()
+    }
+}
