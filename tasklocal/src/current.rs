@@ -135,8 +135,10 @@ pub(crate) fn write<R>(f: impl FnOnce(&Storage) -> R) -> Result<R, AccessError> 
                 let frame = cx
                     .try_borrow()
                     .map_err(|_| AccessError::new(Kind::Borrowed))?;
-                if let (Some(storage), Some(f)) = (&frame.storage, f.take()) {
-                    return Ok(f(storage));
+                if let Some(storage) = &frame.storage {
+                    if let Some(f) = f.take() {
+                        return Ok(f(storage));
+                    }
                 }
             }
             create(cx)?;
