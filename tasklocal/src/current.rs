@@ -238,27 +238,35 @@ pub(crate) struct Entered<'a> {
 /// When called inside a `with` or `with_mut` closure that borrows the current storage
 /// on this thread: an owner cannot be switched under a live borrow.
 pub(crate) fn enter(frame: &mut Frame) -> Entered<'_> {
-    let active = CONTEXT
+    let active = match swap(frame) {
+        Ok(()) => true,
+        Err(Kind::Borrowed) => crate::error::panic_enter_borrowed(),
+        // The thread's locals are gone: the owner runs without storage.
+        Err(_) => false,
+    };
+    Entered { frame, active }
+}
+
+/// Exchanges `frame` with the current frame of this thread: the building block of
+/// [`enter`], for callers that cannot hold a guard (runtime hooks). Fails with
+/// [`Kind::Borrowed`] inside a `with` closure that borrows the current storage, and
+/// with [`Kind::Destroyed`] when the thread's locals are gone.
+pub(crate) fn swap(frame: &mut Frame) -> Result<(), Kind> {
+    CONTEXT
         .try_with(|cx| match cx.try_borrow_mut() {
             Ok(mut current) => {
                 mem::swap(&mut *current, frame);
-                true
+                Ok(())
             }
-            Err(_) => crate::error::panic_enter_borrowed(),
+            Err(_) => Err(Kind::Borrowed),
         })
-        // The thread's locals are gone: the owner runs without storage.
-        .unwrap_or(false);
-    Entered { frame, active }
+        .unwrap_or(Err(Kind::Destroyed))
 }
 
 impl Drop for Entered<'_> {
     fn drop(&mut self) {
         if self.active {
-            let _ = CONTEXT.try_with(|cx| {
-                if let Ok(mut current) = cx.try_borrow_mut() {
-                    mem::swap(&mut *current, self.frame);
-                }
-            });
+            let _ = swap(self.frame);
         }
     }
 }
