@@ -94,6 +94,7 @@ mod dynamic;
 mod error;
 mod id;
 mod local;
+pub mod mdc;
 pub mod rt;
 mod snapshot;
 mod storage;
