@@ -94,6 +94,8 @@ mod dynamic;
 mod error;
 mod id;
 mod local;
+#[cfg(feature = "log")]
+pub mod log;
 pub mod mdc;
 pub mod rt;
 mod snapshot;
