@@ -125,6 +125,16 @@ pub(crate) fn read<R>(f: impl FnOnce(Here<'_>) -> R) -> R {
     }
 }
 
+/// The fast path of every accessor: `f` with the current owner's storage, if it has
+/// one; `None` sends the caller to its general path.
+#[inline(always)]
+pub(crate) fn with_storage<R>(f: impl FnOnce(&Storage) -> Option<R>) -> Option<R> {
+    CONTEXT
+        .try_with(|cx| f(cx.try_borrow().ok()?.storage.as_deref()?))
+        .ok()
+        .flatten()
+}
+
 /// Calls `f` with the current owner's storage, creating the storage if needed.
 #[inline]
 pub(crate) fn write<R>(f: impl FnOnce(&Storage) -> R) -> Result<R, AccessError> {

@@ -45,7 +45,7 @@ pub fn try_set<K: Key, V: Send + 'static>(key: K, value: V) -> Result<(), Access
             .get_or_create(n)
             .try_borrow_mut()
             .map_err(|_| AccessError::new(Kind::Borrowed))?;
-        Ok::<_, AccessError>(slot.replace(Box::new(value) as Value))
+        Ok::<_, AccessError>(slot.replace(Value::new(value)))
     })??;
     // Dropped with no borrow held: its `Drop` may use the API.
     drop(old);
@@ -62,7 +62,11 @@ pub fn try_set<K: Key, V: Send + 'static>(key: K, value: V) -> Result<(), Access
 /// ```
 #[inline]
 pub fn get<K: Key, V: Clone + 'static>(key: &K) -> Option<V> {
-    with(key, |value: Option<&V>| value.cloned())
+    current::with_storage(|storage| {
+        let dynamic = storage.dynamic.get()?;
+        let slot = dynamic.cells.get(dynamic.find(key)?)?.try_borrow().ok()?;
+        slot.as_ref()?.downcast_ref::<V>().cloned()
+    })
 }
 
 /// Calls `f` with a reference to the value of a dynamic key, without cloning.
@@ -81,10 +85,7 @@ pub fn get<K: Key, V: Clone + 'static>(key: &K) -> Option<V> {
 #[inline]
 pub fn with<K: Key, V: 'static, R>(key: &K, f: impl FnOnce(Option<&V>) -> R) -> R {
     let mut f = Some(f);
-    let r = current::read(|here| {
-        let Here::Storage(storage) = here else {
-            return None;
-        };
+    let r = current::with_storage(|storage| {
         let dynamic = storage.dynamic.get()?;
         let cell = dynamic.cells.get(dynamic.find(key)?)?;
         let slot = cell.try_borrow().ok()?;
@@ -155,9 +156,7 @@ pub fn take<K: Key, V: 'static>(key: &K) -> Option<V> {
 /// ```
 pub fn try_take<K: Key, V: 'static>(key: &K) -> Result<Option<V>, AccessError> {
     let old = take_if(key, |value| value.is::<V>())?;
-    Ok(old
-        .and_then(|value| value.downcast::<V>().ok())
-        .map(|value| *value))
+    Ok(old.and_then(|value| value.downcast::<V>().ok()))
 }
 
 /// Takes the value of `key` out if `keep` approves of it, and forgets the key.

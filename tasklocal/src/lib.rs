@@ -102,6 +102,7 @@ mod snapshot;
 mod storage;
 mod task;
 pub mod thread;
+mod value;
 
 pub use dynamic::{get, remove, set, take, try_remove, try_set, try_take, with, Key};
 pub use error::AccessError;
@@ -112,6 +113,8 @@ pub use task::{task, Task};
 
 #[cfg(feature = "rayon")]
 pub use rt::rayon;
+#[cfg(feature = "tokio")]
+pub use rt::tokio;
 #[cfg(feature = "tokio")]
 pub use rt::tokio::{spawn, spawn_blocking, spawn_local};
 
@@ -179,7 +182,10 @@ pub fn id() -> TaskId {
 /// ```
 #[inline]
 pub fn try_id() -> Result<TaskId, AccessError> {
-    current::write(|storage| storage.id)
+    match current::with_storage(|storage| Some(storage.id)) {
+        Some(id) => Ok(id),
+        None => current::write(|storage| storage.id),
+    }
 }
 
 /// Registers `f` to run when the current owner ends (go-tls `AtExit`): handlers run

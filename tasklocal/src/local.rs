@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::current::{self, Here};
 use crate::error::{panic_access, AccessError, Kind};
-use crate::storage::{Entry, Shared, Storage, Value};
+use crate::storage::{Entry, Small, Storage, Value};
 
 /// A typed key: each owner (task, thread, snapshot run) has its own value for it —
 /// Java's `ThreadLocal<T>`, tokio's `task_local!`, go-tls's `Set`/`Get` with a type.
@@ -83,15 +83,15 @@ pub struct Local<T: 'static> {
     index: KeyIndex,
     init: Option<fn() -> T>,
     shared: Option<SharedOps<T>>,
-    _not_send_values: PhantomData<fn() -> T>,
+    _values: PhantomData<fn() -> T>,
 }
 
 /// How an inheritable key converts its values to and from the shared form; only the
 /// inheritable constructors, where `T: Clone + Send + Sync`, can make these.
 struct SharedOps<T> {
-    share: fn(T) -> Shared,
-    owned: fn(Shared) -> Option<T>,
-    make_mut: for<'a> fn(&'a mut Shared) -> Option<&'a mut T>,
+    share: fn(T) -> Entry,
+    owned: fn(Entry) -> Option<T>,
+    make_mut: for<'a> fn(&'a mut Entry) -> Option<&'a mut T>,
 }
 
 impl<T> Clone for SharedOps<T> {
@@ -102,22 +102,40 @@ impl<T> Clone for SharedOps<T> {
 
 impl<T> Copy for SharedOps<T> {}
 
-fn share<T: Send + Sync + 'static>(value: T) -> Shared {
-    Arc::new(value)
+impl<T: Clone + Send + Sync + 'static> SharedOps<T> {
+    const OPS: SharedOps<T> = SharedOps {
+        share: |value| match Small::new(value) {
+            Ok(small) => Entry::Small(small),
+            Err(value) => Entry::Value(Arc::new(value)),
+        },
+        owned: |entry| match entry {
+            Entry::Small(small) => small.into_inner(),
+            Entry::Value(shared) => {
+                let shared = shared.downcast::<T>().ok()?;
+                Some(Arc::try_unwrap(shared).unwrap_or_else(|shared| T::clone(&shared)))
+            }
+            Entry::Empty | Entry::Lent => None,
+        },
+        make_mut: |entry| {
+            if let Entry::Value(shared) = entry {
+                if Arc::get_mut(shared).is_none() {
+                    // Shared with a snapshot or a child: copy on write.
+                    *shared = Arc::new(shared.downcast_ref::<T>()?.clone());
+                }
+            }
+            unique_mut(entry)
+        },
+    };
 }
 
-fn owned<T: Clone + Send + Sync + 'static>(shared: Shared) -> Option<T> {
-    let shared = shared.downcast::<T>().ok()?;
-    Some(Arc::try_unwrap(shared).unwrap_or_else(|shared| T::clone(&shared)))
-}
-
-fn make_mut<T: Clone + Send + Sync + 'static>(shared: &mut Shared) -> Option<&mut T> {
-    if Arc::get_mut(shared).is_none() {
-        // Shared with a snapshot or a child: copy on write.
-        let copy = shared.downcast_ref::<T>()?.clone();
-        *shared = Arc::new(copy);
+/// The value of `entry` for writing in place, if it is a `T` not shared with anyone.
+#[inline(always)]
+fn unique_mut<T: 'static>(entry: &mut Entry) -> Option<&mut T> {
+    match entry {
+        Entry::Small(small) => small.get_mut(),
+        Entry::Value(shared) => Arc::get_mut(shared)?.downcast_mut(),
+        Entry::Empty | Entry::Lent => None,
     }
-    Arc::get_mut(shared)?.downcast_mut::<T>()
 }
 
 /// A key's index into the storages' tables, assigned on first use.
@@ -135,7 +153,7 @@ impl KeyIndex {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn get(&self, inheritable: bool) -> usize {
         match self.plus_one.load(Ordering::Relaxed) {
             0 => self.assign(inheritable),
@@ -162,7 +180,7 @@ impl KeyIndex {
     }
 }
 
-/// A value taken out of a key's slot, in whichever form the key stores it.
+/// The content of a key's slot, in whichever form the key stores it.
 enum Raw {
     Local(Option<Value>),
     Shared(Entry),
@@ -172,8 +190,8 @@ enum Raw {
 enum Visit<R> {
     /// The value was there and the visitor ran on it, under the borrow.
     Ran(R),
-    /// The value of an inheritable key, to be read with no borrow held.
-    Shared(Shared),
+    /// The entry of an inheritable key, to be read with no borrow held.
+    Lent(Entry),
     /// No value.
     Missing,
     /// No storage here: reads see no value and writes fail with this error.
@@ -192,7 +210,7 @@ impl<T: 'static> Local<T> {
             index: KeyIndex::new(),
             init: None,
             shared: None,
-            _not_send_values: PhantomData,
+            _values: PhantomData,
         }
     }
 
@@ -208,10 +226,11 @@ impl<T: 'static> Local<T> {
             index: KeyIndex::new(),
             init: Some(init),
             shared: None,
-            _not_send_values: PhantomData,
+            _values: PhantomData,
         }
     }
 
+    #[inline(always)]
     const fn is_inheritable(&self) -> bool {
         self.shared.is_some()
     }
@@ -233,12 +252,8 @@ impl<T: Clone + Send + Sync + 'static> Local<T> {
         Local {
             index: KeyIndex::new(),
             init: None,
-            shared: Some(SharedOps {
-                share: share::<T>,
-                owned: owned::<T>,
-                make_mut: make_mut::<T>,
-            }),
-            _not_send_values: PhantomData,
+            shared: Some(SharedOps::<T>::OPS),
+            _values: PhantomData,
         }
     }
 
@@ -255,25 +270,20 @@ impl<T: Clone + Send + Sync + 'static> Local<T> {
         Local {
             index: KeyIndex::new(),
             init: Some(init),
-            shared: Some(SharedOps {
-                share: share::<T>,
-                owned: owned::<T>,
-                make_mut: make_mut::<T>,
-            }),
-            _not_send_values: PhantomData,
+            shared: Some(SharedOps::<T>::OPS),
+            _values: PhantomData,
         }
     }
 }
 
 impl<T: Send + 'static> Local<T> {
-    #[inline]
+    #[inline(always)]
     fn index(&self) -> usize {
         self.index.get(self.is_inheritable())
     }
 
     /// Looks at the value. `f` runs on it under the borrow, except for an inheritable
-    /// key when `lend` is true: then the value's `Arc` is handed out instead.
-    #[inline]
+    /// key when `lend` is true: then a clone of its entry is handed out instead.
     fn visit<R>(
         &'static self,
         f: impl FnOnce(&T) -> R,
@@ -281,25 +291,28 @@ impl<T: Send + 'static> Local<T> {
     ) -> Result<Visit<R>, AccessError> {
         let index = self.index();
         let inheritable = self.is_inheritable();
+        let borrowed = || AccessError::new(Kind::Borrowed);
         current::read(|here| match here {
             Here::Storage(storage) if !inheritable => match storage.locals.get(index) {
-                Some(cell) => match cell.try_borrow() {
-                    Ok(value) => Ok(match value.as_ref().and_then(|v| v.downcast_ref::<T>()) {
+                Some(cell) => {
+                    let slot = cell.try_borrow().map_err(|_| borrowed())?;
+                    Ok(match slot.as_ref().and_then(Value::downcast_ref::<T>) {
                         Some(value) => Visit::Ran(f(value)),
                         None => Visit::Missing,
-                    }),
-                    Err(_) => Err(AccessError::new(Kind::Borrowed)),
-                },
+                    })
+                }
                 None => Ok(Visit::Missing),
             },
-            Here::Storage(storage) => match storage.inherited.try_borrow() {
-                Ok(inherited) => {
-                    visit_entry(inherited.as_ref().and_then(|e| e.get(index)), f, lend)
-                }
-                Err(_) => Err(AccessError::new(Kind::Borrowed)),
-            },
-            Here::Seed(seed) => visit_entry(seed.and_then(|e| e.get(index)), f, lend),
-            Here::Denied(Kind::Borrowed) => Err(AccessError::new(Kind::Borrowed)),
+            Here::Storage(storage) => {
+                let inherited = storage.inherited.try_borrow().map_err(|_| borrowed())?;
+                visit_entry(
+                    inherited.as_ref().and_then(|entries| entries.get(index)),
+                    f,
+                    lend,
+                )
+            }
+            Here::Seed(seed) => visit_entry(seed.and_then(|entries| entries.get(index)), f, lend),
+            Here::Denied(Kind::Borrowed) => Err(borrowed()),
             Here::Denied(kind) => Ok(Visit::Detached(AccessError::new(kind))),
         })
     }
@@ -310,19 +323,18 @@ impl<T: Send + 'static> Local<T> {
         current::write(|storage| swap_in(storage, index, raw))?
     }
 
-    /// Converts a value taken out of the slot back to `T`.
+    /// Converts the content of a slot back to `T`.
     fn unwrap_raw(&self, raw: Raw) -> Option<T> {
         match raw {
-            Raw::Local(value) => value?.downcast::<T>().ok().map(|b| *b),
-            Raw::Shared(Entry::Value(shared)) => (self.shared?.owned)(shared),
-            Raw::Shared(_) => None,
+            Raw::Local(value) => value?.downcast::<T>().ok(),
+            Raw::Shared(entry) => (self.shared?.owned)(entry),
         }
     }
 
     fn wrap(&self, value: T) -> Raw {
         match self.shared {
-            Some(ops) => Raw::Shared(Entry::Value((ops.share)(value))),
-            None => Raw::Local(Some(Box::new(value))),
+            Some(ops) => Raw::Shared((ops.share)(value)),
+            None => Raw::Local(Some(Value::new(value))),
         }
     }
 
@@ -333,8 +345,19 @@ impl<T: Send + 'static> Local<T> {
         }
     }
 
-    /// Sets the value, dropping the old one. Writing a value over one of the same key
-    /// that is already present allocates nothing.
+    /// Stores the initial value, computed now with no borrow held.
+    fn store_initial(&'static self) -> Result<(), AccessError> {
+        if let Some(init) = self.init {
+            let value = init();
+            // An initializer that set this key itself is overwritten, as std's
+            // `thread_local!` and Java's `ThreadLocal` do.
+            drop(self.swap_raw(self.wrap(value))?);
+        }
+        Ok(())
+    }
+
+    /// Sets the value, dropping the old one. Writing over a present value of a key
+    /// allocates nothing.
     ///
     /// ```
     /// static N: tasklocal::Local<u64> = tasklocal::Local::new();
@@ -346,6 +369,7 @@ impl<T: Send + 'static> Local<T> {
     /// # Panics
     ///
     /// Where [`try_set`](Self::try_set) returns an error: see [`Local`].
+    #[inline]
     #[track_caller]
     pub fn set(&'static self, value: T) {
         if let Err(err) = self.try_set(value) {
@@ -359,50 +383,36 @@ impl<T: Send + 'static> Local<T> {
     /// static N: tasklocal::Local<u64> = tasklocal::Local::new();
     /// assert!(N.try_set(1).is_ok());
     /// ```
+    #[inline]
     pub fn try_set(&'static self, value: T) -> Result<(), AccessError> {
         let index = self.index();
-        let shared = self.shared;
-        // The old value is dropped only after every borrow is released.
-        let old = current::write(move |storage| -> Result<Option<Raw>, AccessError> {
-            match shared {
-                None => {
-                    let cell = storage.locals.get_or_create(index);
-                    let mut slot = cell
-                        .try_borrow_mut()
-                        .map_err(|_| AccessError::new(Kind::Borrowed))?;
-                    if let Some(present) = slot.as_mut().and_then(|v| v.downcast_mut::<T>()) {
-                        let old: Value = Box::new(std::mem::replace(present, value));
-                        return Ok(Some(Raw::Local(Some(old))));
-                    }
-                    Ok(Some(Raw::Local(slot.replace(Box::new(value)))))
-                }
-                Some(ops) => {
-                    let value = storage
-                        .inherited_mut(|entries| {
-                            if let Some(Entry::Value(present)) = entries.get_mut(index) {
-                                if let Some(present) =
-                                    Arc::get_mut(present).and_then(|v| v.downcast_mut::<T>())
-                                {
-                                    let old = std::mem::replace(present, value);
-                                    return Ok(Raw::Local(Some(Box::new(old))));
-                                }
-                            }
-                            Err(value)
-                        })
-                        .ok_or(AccessError::new(Kind::Borrowed))?;
-                    match value {
-                        Ok(old) => Ok(Some(old)),
-                        Err(value) => swap_in(
-                            storage,
-                            index,
-                            Raw::Shared(Entry::Value((ops.share)(value))),
-                        )
-                        .map(Some),
-                    }
-                }
-            }
-        })??;
+        // Fast path: a value is present and not shared: overwrite it in place.
+        let mut value = Some(value);
+        let old = if self.is_inheritable() {
+            current::with_storage(|storage| {
+                let mut inherited = storage.inherited.try_borrow_mut().ok()?;
+                let entries = Arc::get_mut(inherited.as_mut()?)?;
+                let present = unique_mut::<T>(entries.get_mut(index)?)?;
+                Some(std::mem::replace(present, value.take()?))
+            })
+        } else {
+            current::with_storage(|storage| {
+                let mut slot = storage.locals.get(index)?.try_borrow_mut().ok()?;
+                let present = slot.as_mut()?.downcast_mut::<T>()?;
+                Some(std::mem::replace(present, value.take()?))
+            })
+        };
+        // The old value is dropped with no borrow held: its `Drop` may use the API.
         drop(old);
+        match value {
+            Some(value) => self.try_set_slow(value),
+            None => Ok(()),
+        }
+    }
+
+    #[inline(never)]
+    fn try_set_slow(&'static self, value: T) -> Result<(), AccessError> {
+        drop(self.swap_raw(self.wrap(value))?);
         Ok(())
     }
 
@@ -461,7 +471,7 @@ impl<T: Send + 'static> Local<T> {
     /// ```
     pub fn try_take(&'static self) -> Result<Option<T>, AccessError> {
         match self.visit(|_| (), false)? {
-            Visit::Ran(()) | Visit::Shared(_) => {}
+            Visit::Ran(()) | Visit::Lent(_) => {}
             // Nothing to take: do not create a storage for it.
             Visit::Missing => return Ok(None),
             Visit::Detached(err) => return Err(err),
@@ -479,6 +489,7 @@ impl<T: Send + 'static> Local<T> {
     /// assert!(N.is_set());
     /// ```
     pub fn is_set(&'static self) -> bool {
+        // A value lent to an enclosing `with_mut` is present too.
         matches!(self.visit(|_| (), false), Ok(Visit::Ran(())) | Err(_))
     }
 
@@ -494,6 +505,7 @@ impl<T: Send + 'static> Local<T> {
     /// # Panics
     ///
     /// Where [`try_with`](Self::try_with) returns an error: see [`Local`].
+    #[inline]
     #[track_caller]
     pub fn with<R>(&'static self, f: impl FnOnce(Option<&T>) -> R) -> R {
         self.try_with(f).unwrap_or_else(|err| panic_access(err))
@@ -506,18 +518,36 @@ impl<T: Send + 'static> Local<T> {
     /// static N: tasklocal::Local<u64> = tasklocal::Local::with_initial(|| 1);
     /// assert_eq!(N.try_with(|n| n.copied()), Ok(Some(1)));
     /// ```
+    #[inline]
     pub fn try_with<R>(&'static self, f: impl FnOnce(Option<&T>) -> R) -> Result<R, AccessError> {
-        self.with_inner(f, true)
+        let mut f = Some(f);
+        if !self.is_inheritable() {
+            // Fast path: a non-inheritable value is read in place, under the borrow.
+            let index = self.index();
+            let fast = current::with_storage(|storage| {
+                let slot = storage.locals.get(index)?.try_borrow().ok()?;
+                let value = slot.as_ref()?.downcast_ref::<T>()?;
+                Some(f.take()?(Some(value)))
+            });
+            if let Some(r) = fast {
+                return Ok(r);
+            }
+        }
+        match f {
+            Some(f) => self.with_slow(f, true),
+            None => Err(AccessError::new(Kind::Borrowed)),
+        }
     }
 
-    fn with_inner<R>(
+    #[inline(never)]
+    fn with_slow<R>(
         &'static self,
         f: impl FnOnce(Option<&T>) -> R,
         initialize: bool,
     ) -> Result<R, AccessError> {
         let mut f = Some(f);
-        // A non-inheritable value is read in place; an inheritable one through a clone
-        // of its `Arc`, so that `f` runs with no borrow held.
+        // An inheritable value is read through a clone of its entry, so that `f` runs
+        // with no borrow held.
         let visit = self.visit(|value| f.take().map(|f| f(Some(value))), true)?;
         let Some(f) = f.take() else {
             return match visit {
@@ -526,26 +556,15 @@ impl<T: Send + 'static> Local<T> {
             };
         };
         match visit {
-            Visit::Shared(shared) => Ok(f(shared.downcast_ref::<T>())),
+            Visit::Lent(entry) => Ok(f(entry.get::<T>())),
             Visit::Missing if initialize && self.init.is_some() => {
                 self.store_initial()?;
-                self.with_inner(f, false)
+                self.with_slow(f, false)
             }
             // No storage to keep it in: the initial value is computed, not stored.
             Visit::Detached(_) => Ok(f(self.init.map(|init| init()).as_ref())),
             _ => Ok(f(None)),
         }
-    }
-
-    /// Stores the initial value, computed now with no borrow held.
-    fn store_initial(&'static self) -> Result<(), AccessError> {
-        if let Some(init) = self.init {
-            let value = init();
-            // An initializer that set this key itself is overwritten, as std's
-            // `thread_local!` and Java's `ThreadLocal` do.
-            drop(self.swap_raw(self.wrap(value))?);
-        }
-        Ok(())
     }
 
     /// Calls `f` with a mutable reference to the value, computing the initial value
@@ -580,7 +599,7 @@ impl<T: Send + 'static> Local<T> {
         f: impl FnOnce(&mut T) -> R,
     ) -> Result<Option<R>, AccessError> {
         match self.visit(|_| (), false)? {
-            Visit::Ran(()) | Visit::Shared(_) => {}
+            Visit::Ran(()) | Visit::Lent(_) => {}
             Visit::Missing if self.init.is_some() => self.store_initial()?,
             Visit::Missing => return Ok(None),
             Visit::Detached(err) => return Err(err),
@@ -593,19 +612,18 @@ impl<T: Send + 'static> Local<T> {
                 let mut slot = cell
                     .try_borrow_mut()
                     .map_err(|_| AccessError::new(Kind::Borrowed))?;
-                let value = slot.as_mut().and_then(|v| v.downcast_mut::<T>());
+                let value = slot.as_mut().and_then(Value::downcast_mut::<T>);
                 Ok(value.zip(f.take()).map(|(value, f)| f(value)))
             })?;
         };
-        // Take the value out, leaving `Lent` so that reentrant access to this key fails
-        // cleanly; `f` runs with no borrow held; the guard puts the value back.
-        let shared = current::write(|storage| {
+        // Take the entry out, leaving `Lent` so that reentrant access to this key fails
+        // cleanly; `f` runs with no borrow held; the guard puts the entry back.
+        let entry = current::write(|storage| {
             let taken = storage.inherited_mut(|entries| match entries.get_mut(index) {
-                Some(entry @ Entry::Value(_)) => match std::mem::replace(entry, Entry::Lent) {
-                    Entry::Value(shared) => Ok(Some(shared)),
-                    _ => Ok(None),
-                },
                 Some(Entry::Lent) => Err(AccessError::new(Kind::Borrowed)),
+                Some(entry @ (Entry::Value(_) | Entry::Small(_))) => {
+                    Ok(Some(std::mem::replace(entry, Entry::Lent)))
+                }
                 _ => Ok(None),
             });
             let taken = taken.unwrap_or(Err(AccessError::new(Kind::Borrowed)))?;
@@ -614,11 +632,8 @@ impl<T: Send + 'static> Local<T> {
             }
             Ok(taken)
         })??;
-        let mut lent = LentBack {
-            key: index,
-            value: shared,
-        };
-        Ok(lent.value.as_mut().and_then(|v| (ops.make_mut)(v)).map(f))
+        let mut lent = LentBack { index, entry };
+        Ok(lent.entry.as_mut().and_then(ops.make_mut).map(f))
     }
 
     /// Binds `value` for the duration of `f`, then restores the previous state —
@@ -646,28 +661,28 @@ impl<T: Send + 'static> Local<T> {
     }
 }
 
-/// Puts a lent inheritable value back when `with_mut` ends, also by unwinding.
+/// Puts a lent inheritable entry back when `with_mut` ends, also by unwinding.
 struct LentBack {
-    key: usize,
-    value: Option<Shared>,
+    index: usize,
+    entry: Option<Entry>,
 }
 
 impl Drop for LentBack {
     fn drop(&mut self) {
-        let Some(value) = self.value.take() else {
+        let Some(entry) = self.entry.take() else {
             return;
         };
-        let key = self.key;
+        let index = self.index;
         let rejected = current::write(|storage| {
             storage.lent.set(storage.lent.get().saturating_sub(1));
             storage
-                .inherited_mut(|entries| match entries.get_mut(key) {
-                    Some(entry @ Entry::Lent) => {
-                        *entry = Entry::Value(value);
+                .inherited_mut(|entries| match entries.get_mut(index) {
+                    Some(slot @ Entry::Lent) => {
+                        *slot = entry;
                         None
                     }
                     // `reset`/`unload` ran meanwhile: the value goes, as they said.
-                    _ => Some(value),
+                    _ => Some(entry),
                 })
                 .flatten()
         });
@@ -720,37 +735,55 @@ impl<T: Send + Clone + 'static> Local<T> {
     /// ```
     #[inline]
     pub fn try_get(&'static self) -> Result<Option<T>, AccessError> {
+        let index = self.index();
+        // Fast path: the current owner has a storage with the value in it.
+        let fast = if self.is_inheritable() {
+            current::with_storage(|storage| {
+                let inherited = storage.inherited.try_borrow().ok()?;
+                inherited.as_ref()?.get(index)?.get::<T>().cloned()
+            })
+        } else {
+            current::with_storage(|storage| {
+                let slot = storage.locals.get(index)?.try_borrow().ok()?;
+                slot.as_ref()?.downcast_ref::<T>().cloned()
+            })
+        };
+        match fast {
+            Some(value) => Ok(Some(value)),
+            None => self.get_slow(),
+        }
+    }
+
+    #[inline(never)]
+    fn get_slow(&'static self) -> Result<Option<T>, AccessError> {
         match self.visit(T::clone, false)? {
             Visit::Ran(value) => Ok(Some(value)),
-            _ => self.try_with(|value| value.cloned()),
+            _ => self.with_slow(|value| value.cloned(), true),
         }
     }
 }
 
-#[inline]
 fn visit_entry<T: 'static, R>(
     entry: Option<&Entry>,
     f: impl FnOnce(&T) -> R,
     lend: bool,
 ) -> Result<Visit<R>, AccessError> {
-    match entry {
-        Some(Entry::Value(shared)) if lend => Ok(Visit::Shared(Arc::clone(shared))),
-        Some(Entry::Value(shared)) => Ok(match shared.downcast_ref::<T>() {
-            Some(value) => Visit::Ran(f(value)),
-            None => Visit::Missing,
-        }),
-        Some(Entry::Lent) => Err(AccessError::new(Kind::Borrowed)),
-        Some(Entry::Empty) | None => Ok(Visit::Missing),
-    }
+    Ok(match entry {
+        Some(Entry::Lent) => return Err(AccessError::new(Kind::Borrowed)),
+        Some(entry) if lend && !matches!(entry, Entry::Empty) => Visit::Lent(entry.clone()),
+        Some(entry) => entry
+            .get::<T>()
+            .map_or(Visit::Missing, |value| Visit::Ran(f(value))),
+        None => Visit::Missing,
+    })
 }
 
 fn swap_in(storage: &Storage, index: usize, raw: Raw) -> Result<Raw, AccessError> {
+    let borrowed = || AccessError::new(Kind::Borrowed);
     match raw {
         Raw::Local(value) => {
             let cell = storage.locals.get_or_create(index);
-            let mut slot = cell
-                .try_borrow_mut()
-                .map_err(|_| AccessError::new(Kind::Borrowed))?;
+            let mut slot = cell.try_borrow_mut().map_err(|_| borrowed())?;
             Ok(Raw::Local(std::mem::replace(&mut *slot, value)))
         }
         Raw::Shared(entry) => storage
@@ -760,11 +793,11 @@ fn swap_in(storage: &Storage, index: usize, raw: Raw) -> Result<Raw, AccessError
                 }
                 let slot = &mut entries[index];
                 if matches!(slot, Entry::Lent) {
-                    return Err(AccessError::new(Kind::Borrowed));
+                    return Err(borrowed());
                 }
                 Ok(Raw::Shared(std::mem::replace(slot, entry)))
             })
-            .unwrap_or(Err(AccessError::new(Kind::Borrowed))),
+            .unwrap_or_else(|| Err(borrowed())),
     }
 }
 
@@ -777,9 +810,3 @@ impl<T: 'static> fmt::Debug for Local<T> {
             .finish_non_exhaustive()
     }
 }
-
-// A `Local` is only a key: it is `Sync` whatever `T` is, and it holds no value.
-const _: fn() = || {
-    fn assert_sync<S: Sync>() {}
-    assert_sync::<Local<std::rc::Rc<u8>>>();
-};

@@ -97,6 +97,13 @@ impl Snapshot {
     pub fn task<F: Future>(&self, future: F) -> Task<F> {
         Task::with_frame(future, Frame::new(self.inherited.clone()))
     }
+
+    /// The frame of a new owner seeded from this snapshot (runtime hooks keep it
+    /// themselves instead of wrapping a future).
+    #[cfg(all(feature = "tokio", tokio_unstable))]
+    pub(crate) fn into_frame(self) -> Frame {
+        Frame::new(self.inherited)
+    }
 }
 
 impl fmt::Debug for Snapshot {

@@ -15,8 +15,7 @@ use std::sync::Arc;
 
 use crate::id::TaskId;
 
-/// A value of a non-inheritable key.
-pub(crate) type Value = Box<dyn Any + Send>;
+pub(crate) use crate::value::{Small, Value};
 /// A value of an inheritable key: shared with the snapshots that captured it.
 pub(crate) type Shared = Arc<dyn Any + Send + Sync>;
 /// The inheritable values of an owner, indexed by key; shared copy-on-write.
@@ -30,6 +29,8 @@ pub(crate) enum Entry {
     Empty,
     /// A value, possibly shared with snapshots.
     Value(Shared),
+    /// A small primitive value, kept inline.
+    Small(Small),
     /// The value is taken out by a `with_mut` further up this thread's stack.
     Lent,
 }
@@ -125,6 +126,18 @@ pub(crate) struct Storage {
     handlers: RefCell<Vec<Handler>>,
 }
 
+impl Entry {
+    /// The value, if there is one and it is a `T`.
+    #[inline(always)]
+    pub(crate) fn get<T: 'static>(&self) -> Option<&T> {
+        match self {
+            Entry::Value(shared) => shared.downcast_ref(),
+            Entry::Small(small) => small.get(),
+            Entry::Empty | Entry::Lent => None,
+        }
+    }
+}
+
 impl Storage {
     pub(crate) fn new(seed: Option<Inherited>) -> Box<Storage> {
         Box::new(Storage {
@@ -196,14 +209,14 @@ impl Storage {
 
     /// Takes every value out of the storage (to be dropped by the caller, after every
     /// borrow is released, since a value's `Drop` may call back into the API).
-    pub(crate) fn take_values(&self) -> Vec<Box<dyn Any + Send>> {
-        let mut out: Vec<Box<dyn Any + Send>> = Vec::new();
+    pub(crate) fn take_values(&self) -> Vec<Value> {
+        let mut out: Vec<Value> = Vec::new();
         take_cells(&self.locals, &mut out);
         if let Some(dynamic) = self.dynamic.get() {
             take_cells(&dynamic.cells, &mut out);
             if let Ok(mut index) = dynamic.index.try_borrow_mut() {
                 if !index.is_empty() {
-                    out.push(Box::new(std::mem::take(&mut *index)));
+                    out.push(Value::Boxed(Box::new(std::mem::take(&mut *index))));
                 }
             }
             if let Ok(mut free) = dynamic.free.try_borrow_mut() {
@@ -217,13 +230,13 @@ impl Storage {
             .ok()
             .and_then(|mut i| i.take())
         {
-            out.push(Box::new(inherited));
+            out.push(Value::Boxed(Box::new(inherited)));
         }
         out
     }
 }
 
-fn take_cells(cells: &Cells<Value>, out: &mut Vec<Box<dyn Any + Send>>) {
+fn take_cells(cells: &Cells<Value>, out: &mut Vec<Value>) {
     for cell in cells.iter() {
         // A cell borrowed now belongs to a `with` further up this thread's stack;
         // it is left alone and taken on the next round.
@@ -236,7 +249,7 @@ fn take_cells(cells: &Cells<Value>, out: &mut Vec<Box<dyn Any + Send>>) {
 /// One step of teardown.
 pub(crate) enum Garbage {
     Handler(Handler),
-    Values(Vec<Box<dyn Any + Send>>),
+    Values(Vec<Value>),
     Done,
 }
 
