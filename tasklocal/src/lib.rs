@@ -102,6 +102,8 @@ mod snapshot;
 mod storage;
 mod task;
 pub mod thread;
+#[cfg(feature = "tracing")]
+pub mod tracing;
 mod value;
 
 pub use dynamic::{get, remove, set, take, try_remove, try_set, try_take, with, Key};
