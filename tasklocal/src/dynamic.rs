@@ -4,6 +4,7 @@ use std::hash::Hash;
 
 use crate::current::{self, Here};
 use crate::error::{panic_access, AccessError, Kind};
+use crate::key::KeyRepr;
 use crate::storage::Value;
 
 /// A bound every dynamic key meets: `Hash + Eq + Send + Sync + 'static`.
@@ -156,14 +157,14 @@ pub fn take<K: Key, V: 'static>(key: &K) -> Option<V> {
 /// ```
 pub fn try_take<K: Key, V: 'static>(key: &K) -> Result<Option<V>, AccessError> {
     let old = take_if(key, |value| value.is::<V>())?;
-    Ok(old.and_then(|value| value.downcast::<V>().ok()))
+    Ok(old.and_then(|(value, _key)| value.downcast::<V>().ok()))
 }
 
 /// Takes the value of `key` out if `keep` approves of it, and forgets the key.
 fn take_if<K: Key>(
     key: &K,
     take: impl FnOnce(&Value) -> bool,
-) -> Result<Option<Value>, AccessError> {
+) -> Result<Option<(Value, Option<KeyRepr>)>, AccessError> {
     current::read(|here| {
         let storage = match here {
             Here::Storage(storage) => storage,
@@ -187,7 +188,6 @@ fn take_if<K: Key>(
         }
         let value = slot.take();
         drop(slot);
-        dynamic.forget(key, n);
-        Ok(value)
+        Ok(value.map(|value| (value, dynamic.forget(key, n))))
     })
 }

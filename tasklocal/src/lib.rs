@@ -93,6 +93,7 @@ mod current;
 mod dynamic;
 mod error;
 mod id;
+mod key;
 mod local;
 #[cfg(feature = "log")]
 pub mod log;

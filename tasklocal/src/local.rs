@@ -132,9 +132,9 @@ impl<T: Clone + Send + Sync + 'static> SharedOps<T> {
 #[inline(always)]
 fn unique_mut<T: 'static>(entry: &mut Entry) -> Option<&mut T> {
     match entry {
-        Entry::Small(small) => small.get_mut(),
-        Entry::Value(shared) => Arc::get_mut(shared)?.downcast_mut(),
-        Entry::Empty | Entry::Lent => None,
+        Entry::Small(small) if Small::fits::<T>() => small.get_mut(),
+        Entry::Value(shared) if !Small::fits::<T>() => Arc::get_mut(shared)?.downcast_mut(),
+        _ => None,
     }
 }
 
@@ -397,7 +397,7 @@ impl<T: Send + 'static> Local<T> {
             })
         } else {
             current::with_storage(|storage| {
-                let mut slot = storage.locals.get(index)?.try_borrow_mut().ok()?;
+                let mut slot = storage.locals.get_inline(index)?.try_borrow_mut().ok()?;
                 let present = slot.as_mut()?.downcast_mut::<T>()?;
                 Some(std::mem::replace(present, value.take()?))
             })
@@ -525,7 +525,7 @@ impl<T: Send + 'static> Local<T> {
             // Fast path: a non-inheritable value is read in place, under the borrow.
             let index = self.index();
             let fast = current::with_storage(|storage| {
-                let slot = storage.locals.get(index)?.try_borrow().ok()?;
+                let slot = storage.locals.get_inline(index)?.try_borrow().ok()?;
                 let value = slot.as_ref()?.downcast_ref::<T>()?;
                 Some(f.take()?(Some(value)))
             });
@@ -744,7 +744,7 @@ impl<T: Send + Clone + 'static> Local<T> {
             })
         } else {
             current::with_storage(|storage| {
-                let slot = storage.locals.get(index)?.try_borrow().ok()?;
+                let slot = storage.locals.get_inline(index)?.try_borrow().ok()?;
                 slot.as_ref()?.downcast_ref::<T>().cloned()
             })
         };

@@ -9,11 +9,11 @@
 use std::any::Any;
 use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 
 use crate::id::TaskId;
+use crate::key::Dynamic;
 
 pub(crate) use crate::value::{Small, Value};
 /// A value of an inheritable key: shared with the snapshots that captured it.
@@ -51,11 +51,18 @@ pub(crate) struct Cells<T> {
 }
 
 impl<T> Cells<T> {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Cells {
             inline: std::array::from_fn(|_| RefCell::new(None)),
             more: OnceCell::new(),
         }
+    }
+
+    /// The cell for `index` if it is one of the inline cells: the fast paths use only
+    /// these, so that nothing on them calls out of line.
+    #[inline(always)]
+    pub(crate) fn get_inline(&self, index: usize) -> Option<&RefCell<Option<T>>> {
+        self.inline.get(index)
     }
 
     /// The cell for `index`, if it was ever created.
@@ -131,9 +138,9 @@ impl Entry {
     #[inline(always)]
     pub(crate) fn get<T: 'static>(&self) -> Option<&T> {
         match self {
-            Entry::Value(shared) => shared.downcast_ref(),
-            Entry::Small(small) => small.get(),
-            Entry::Empty | Entry::Lent => None,
+            Entry::Value(shared) if !Small::fits::<T>() => shared.downcast_ref(),
+            Entry::Small(small) if Small::fits::<T>() => small.get(),
+            _ => None,
         }
     }
 }
@@ -273,141 +280,6 @@ pub(crate) fn teardown(mut next: impl FnMut() -> Garbage) {
     }
 }
 
-/// Dynamic keys: a map from key to cell number, and the cells.
-pub(crate) struct Dynamic {
-    pub(crate) index: RefCell<HashMap<Box<dyn DynKey>, usize, BuildHasherDefault<KeyHasher>>>,
-    pub(crate) cells: Cells<Value>,
-    pub(crate) free: RefCell<Vec<usize>>,
-    pub(crate) next: Cell<usize>,
-}
-
-impl Dynamic {
-    /// The cell number of `key`, if it has one.
-    #[inline]
-    pub(crate) fn find(&self, key: &dyn DynKey) -> Option<usize> {
-        self.index.try_borrow().ok()?.get(key).copied()
-    }
-
-    /// The cell number of `key`, allocated if needed.
-    pub(crate) fn find_or_insert<K: Hash + Eq + Send + Sync + 'static>(&self, key: K) -> usize {
-        if let Some(n) = self.find(&key) {
-            return n;
-        }
-        let n = self.free.borrow_mut().pop().unwrap_or_else(|| {
-            let n = self.next.get();
-            self.next.set(n + 1);
-            n
-        });
-        self.index.borrow_mut().insert(Box::new(key), n);
-        n
-    }
-
-    /// Forgets `key`, freeing its cell number. The cell must be empty.
-    pub(crate) fn forget(&self, key: &dyn DynKey, n: usize) {
-        if self.index.borrow_mut().remove(key).is_some() {
-            self.free.borrow_mut().push(n);
-        }
-    }
-}
-
-/// A dynamic key of any type: compared by type and value.
-pub(crate) trait DynKey: Send + Sync + 'static {
-    fn as_any(&self) -> &dyn Any;
-    fn dyn_eq(&self, other: &dyn DynKey) -> bool;
-    fn dyn_hash(&self) -> u64;
-}
-
-impl<K: Hash + Eq + Send + Sync + 'static> DynKey for K {
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-
-    #[inline]
-    fn dyn_eq(&self, other: &dyn DynKey) -> bool {
-        other.as_any().downcast_ref::<K>() == Some(self)
-    }
-
-    #[inline]
-    fn dyn_hash(&self) -> u64 {
-        let mut hasher = KeyHasher::default();
-        std::any::TypeId::of::<K>().hash(&mut hasher);
-        self.hash(&mut hasher);
-        hasher.finish()
-    }
-}
-
-impl PartialEq for dyn DynKey {
-    fn eq(&self, other: &Self) -> bool {
-        self.dyn_eq(other)
-    }
-}
-
-impl Eq for dyn DynKey {}
-
-impl Hash for dyn DynKey {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        state.write_u64(self.dyn_hash());
-    }
-}
-
-/// A small, fast hasher (the multiply-rotate scheme of rustc's `FxHasher`) for keys
-/// that are hashed once per access; the map is private, so HashDoS does not apply
-/// beyond one owner's own keys.
-#[derive(Default, Clone, Copy)]
-pub(crate) struct KeyHasher(u64);
-
-const SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
-
-impl KeyHasher {
-    #[inline]
-    fn add(&mut self, word: u64) {
-        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(SEED);
-    }
-}
-
-impl Hasher for KeyHasher {
-    #[inline]
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for chunk in &mut chunks {
-            let mut word = [0; 8];
-            word.copy_from_slice(chunk);
-            self.add(u64::from_le_bytes(word));
-        }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut word = [0; 8];
-            word[..rest.len()].copy_from_slice(rest);
-            self.add(u64::from_le_bytes(word) ^ ((rest.len() as u64) << 59));
-        }
-    }
-
-    #[inline]
-    fn write_u8(&mut self, n: u8) {
-        self.add(u64::from(n));
-    }
-
-    #[inline]
-    fn write_u32(&mut self, n: u32) {
-        self.add(u64::from(n));
-    }
-
-    #[inline]
-    fn write_u64(&mut self, n: u64) {
-        self.add(n);
-    }
-
-    #[inline]
-    fn write_usize(&mut self, n: usize) {
-        self.add(n as u64);
-    }
-
-    #[inline]
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -439,15 +311,5 @@ mod tests {
                 expected = (expected.0 + 1, 0);
             }
         }
-    }
-
-    #[test]
-    fn dynamic_keys_compare_by_type_and_value() {
-        let a: &dyn DynKey = &"k";
-        let b: &dyn DynKey = &String::from("k");
-        let c: &dyn DynKey = &"k";
-        assert!(a == c);
-        assert!(a != b);
-        assert_eq!(a.dyn_hash(), c.dyn_hash());
     }
 }

@@ -18,6 +18,13 @@ macro_rules! small {
         }
 
         impl Small {
+            /// Whether values of `T` are kept as a `Small` (folds to a constant).
+            #[inline(always)]
+            pub(crate) fn fits<T: 'static>() -> bool {
+                use std::any::TypeId;
+                false $(|| TypeId::of::<T>() == TypeId::of::<$ty>())*
+            }
+
             /// `value` as a `Small`, if `T` is one of the primitive types.
             #[inline(always)]
             pub(crate) fn new<T: 'static>(value: T) -> Result<Small, T> {
@@ -27,6 +34,31 @@ macro_rules! small {
                     }
                 )*
                 Err(value)
+            }
+
+            /// A copy of `*value` as a `Small`, if `T` is one of the primitive types.
+            #[inline(always)]
+            pub(crate) fn of_ref<T: 'static>(value: &T) -> Option<Small> {
+                $(
+                    if let Some(v) = (value as &dyn Any).downcast_ref::<$ty>() {
+                        return Some(Small::$variant(*v));
+                    }
+                )*
+                None
+            }
+
+            /// The variant's number and the value's bits: equal for equal values of one
+            /// type (floats by their bits).
+            #[inline(always)]
+            pub(crate) fn bits(&self) -> (u8, u64) {
+                let mut tag = 0u8;
+                $(
+                    if let Small::$variant(v) = self {
+                        return (tag, Bits::bits(*v));
+                    }
+                    tag += 1;
+                )*
+                (tag, 0)
             }
 
             /// The value, if it is a `T`.
@@ -65,6 +97,30 @@ small! {
     F32(f32), F64(f64), Bool(bool), Char(char), Unit(()),
 }
 
+/// The bits of a primitive value, for comparing and hashing keys.
+trait Bits {
+    fn bits(self) -> u64;
+}
+
+macro_rules! bits {
+    ($($ty:ty => |$v:ident| $e:expr),* $(,)?) => {
+        $(impl Bits for $ty {
+            #[inline(always)]
+            fn bits(self) -> u64 {
+                let $v = self;
+                $e
+            }
+        })*
+    };
+}
+
+bits! {
+    u8 => |v| u64::from(v), u16 => |v| u64::from(v), u32 => |v| u64::from(v), u64 => |v| v,
+    usize => |v| v as u64, i8 => |v| v as u64, i16 => |v| v as u64, i32 => |v| v as u64,
+    i64 => |v| v as u64, isize => |v| v as u64, f32 => |v| u64::from(v.to_bits()),
+    f64 => |v| v.to_bits(), bool => |v| u64::from(v), char => |v| u64::from(v), () => |_v| 0,
+}
+
 /// A value of a non-inheritable key or a dynamic key.
 pub(crate) enum Value {
     Small(Small),
@@ -80,19 +136,25 @@ impl Value {
         }
     }
 
+    // The type of a key's values never changes, so for a small type only the inline
+    // form is looked at, and for any other only the boxed form: the compiler then sees
+    // no dynamic call on the path of a small value.
+
     #[inline(always)]
     pub(crate) fn downcast_ref<T: 'static>(&self) -> Option<&T> {
         match self {
-            Value::Small(small) => small.get(),
-            Value::Boxed(boxed) => boxed.downcast_ref(),
+            Value::Small(small) if Small::fits::<T>() => small.get(),
+            Value::Boxed(boxed) if !Small::fits::<T>() => boxed.downcast_ref(),
+            _ => None,
         }
     }
 
     #[inline(always)]
     pub(crate) fn downcast_mut<T: 'static>(&mut self) -> Option<&mut T> {
         match self {
-            Value::Small(small) => small.get_mut(),
-            Value::Boxed(boxed) => boxed.downcast_mut(),
+            Value::Small(small) if Small::fits::<T>() => small.get_mut(),
+            Value::Boxed(boxed) if !Small::fits::<T>() => boxed.downcast_mut(),
+            _ => None,
         }
     }
 
