@@ -109,9 +109,11 @@ pub(crate) fn read<R>(f: impl FnOnce(Here<'_>) -> R) -> R {
         let f = f.take()?;
         Some(match cx.try_borrow() {
             Ok(frame) => match (&frame.storage, frame.owner) {
+                // The worker thread's storage is never lent to a tokio task that has
+                // none of its own.
+                (_, Owner::Thread) if in_foreign_task() => f(Here::Denied(Kind::NoStorage)),
                 (Some(storage), _) => f(Here::Storage(storage)),
                 (None, Owner::ThreadGone) => f(Here::Denied(Kind::Destroyed)),
-                (None, Owner::Thread) if in_foreign_task() => f(Here::Denied(Kind::NoStorage)),
                 (None, _) => f(Here::Seed(frame.seed.as_ref())),
             },
             Err(_) => f(Here::Denied(Kind::Borrowed)),
@@ -130,7 +132,14 @@ pub(crate) fn read<R>(f: impl FnOnce(Here<'_>) -> R) -> R {
 #[inline(always)]
 pub(crate) fn with_storage<R>(f: impl FnOnce(&Storage) -> Option<R>) -> Option<R> {
     CONTEXT
-        .try_with(|cx| f(cx.try_borrow().ok()?.storage.as_deref()?))
+        .try_with(|cx| {
+            let frame = cx.try_borrow().ok()?;
+            let storage = frame.storage.as_deref()?;
+            if frame.owner != Owner::Scoped && in_foreign_task() {
+                return None;
+            }
+            f(storage)
+        })
         .ok()
         .flatten()
 }
@@ -145,6 +154,9 @@ pub(crate) fn write<R>(f: impl FnOnce(&Storage) -> R) -> Result<R, AccessError> 
                 let frame = cx
                     .try_borrow()
                     .map_err(|_| AccessError::new(Kind::Borrowed))?;
+                if frame.owner == Owner::Thread && in_foreign_task() {
+                    return Err(AccessError::new(Kind::NoStorage));
+                }
                 if let Some(storage) = &frame.storage {
                     if let Some(f) = f.take() {
                         return Ok(f(storage));
@@ -190,6 +202,7 @@ fn create(cx: &RefCell<Frame>) -> Result<(), AccessError> {
 pub(crate) fn detach() -> (Option<Box<Storage>>, Option<Inherited>) {
     CONTEXT
         .try_with(|cx| match cx.try_borrow_mut() {
+            Ok(frame) if frame.owner == Owner::Thread && in_foreign_task() => (None, None),
             Ok(mut frame) => (frame.storage.take(), frame.seed.take()),
             Err(_) => (None, None),
         })

@@ -213,7 +213,7 @@ fn plain_tasks_without_any_thread_storage_refuse_writes() {
 }
 
 #[test]
-#[ignore = "core bug: a plain tokio task falls back to the worker thread's storage once that storage exists"]
+
 fn plain_task_on_a_thread_with_storage_sees_and_writes_nothing_of_it() {
     std::thread::spawn(|| {
         let rt = current_thread();
@@ -234,7 +234,7 @@ fn plain_task_on_a_thread_with_storage_sees_and_writes_nothing_of_it() {
 }
 
 #[test]
-#[ignore = "core bug: a plain tokio task falls back to the worker thread's storage once that storage exists"]
+
 fn plain_task_never_registers_exit_handlers_on_the_worker_thread() {
     static RAN: AtomicBool = AtomicBool::new(false);
     std::thread::spawn(|| {
@@ -260,7 +260,7 @@ fn plain_task_never_registers_exit_handlers_on_the_worker_thread() {
 }
 
 #[test]
-#[ignore = "core bug: a plain tokio task falls back to the worker thread's storage once that storage exists"]
+
 fn plain_tasks_on_multi_thread_workers_with_storage_see_nothing() {
     const WORKERS: usize = 4;
     static STARTED: AtomicUsize = AtomicUsize::new(0);
