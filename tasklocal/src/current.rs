@@ -270,6 +270,15 @@ pub(crate) fn enter(frame: &mut Frame) -> Entered<'_> {
     Entered { frame, active }
 }
 
+/// Like [`enter`], but `None` instead of a panic when the frame cannot be entered.
+pub(crate) fn try_enter(frame: &mut Frame) -> Option<Entered<'_>> {
+    swap(frame).ok()?;
+    Some(Entered {
+        frame,
+        active: true,
+    })
+}
+
 /// Exchanges `frame` with the current frame of this thread: the building block of
 /// [`enter`], for callers that cannot hold a guard (runtime hooks). Fails with
 /// [`Kind::Borrowed`] inside a `with` closure that borrows the current storage, and

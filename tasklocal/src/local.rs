@@ -276,6 +276,20 @@ impl<T: Clone + Send + Sync + 'static> Local<T> {
     }
 }
 
+impl<T: Clone + Send + Sync + 'static> Local<T> {
+    /// This key's index and `value` in inheritable form; `None` for a key that is not
+    /// inheritable.
+    pub(crate) fn inherited_entry(&self, value: T) -> Option<(usize, Entry)> {
+        Some((self.index(), (self.shared?.share)(value)))
+    }
+
+    /// This key's value in a table of inherited entries.
+    pub(crate) fn inherited_value(&self, entries: &[Entry]) -> Option<T> {
+        self.shared?;
+        entries.get(self.index())?.get::<T>().cloned()
+    }
+}
+
 impl<T: Send + 'static> Local<T> {
     #[inline(always)]
     fn index(&self) -> usize {

@@ -4,7 +4,10 @@ use std::fmt;
 use std::future::Future;
 
 use crate::current::{self, Frame, Here};
-use crate::storage::Inherited;
+use std::sync::Arc;
+
+use crate::local::Local;
+use crate::storage::{Entry, Inherited};
 use crate::task::Task;
 
 /// The inheritable values of an owner, captured in O(1): how context crosses into
@@ -85,6 +88,50 @@ impl Snapshot {
         current::run_and_finish(Frame::new(self.inherited.clone()), f)
     }
 
+    /// A copy of this snapshot in which the inheritable `key` has `value`: how a
+    /// context that arrives from outside (an HTTP header, a message) is turned into the
+    /// seed of the owner that handles it. A key that is not inheritable is never
+    /// inherited, so it is left out.
+    ///
+    /// ```
+    /// use tasklocal::{Local, Snapshot};
+    /// static REQUEST_ID: Local<String> = Local::inheritable();
+    ///
+    /// let seed = Snapshot::empty().with_value(&REQUEST_ID, "req-7".to_string());
+    /// assert_eq!(seed.get(&REQUEST_ID).as_deref(), Some("req-7"));
+    /// assert_eq!(seed.run(|| REQUEST_ID.get()).as_deref(), Some("req-7"));
+    /// ```
+    pub fn with_value<T: Clone + Send + Sync + 'static>(
+        &self,
+        key: &'static Local<T>,
+        value: T,
+    ) -> Snapshot {
+        let Some((index, entry)) = key.inherited_entry(value) else {
+            return self.clone();
+        };
+        let mut entries = self.inherited.as_deref().cloned().unwrap_or_default();
+        if entries.len() <= index {
+            entries.resize_with(index + 1, Entry::default);
+        }
+        entries[index] = entry;
+        Snapshot {
+            inherited: Some(Arc::new(entries)),
+        }
+    }
+
+    /// The value of the inheritable `key` in this snapshot (initial values are not
+    /// computed).
+    ///
+    /// ```
+    /// static N: tasklocal::Local<u32> = tasklocal::Local::inheritable();
+    /// N.set(3);
+    /// assert_eq!(tasklocal::Snapshot::capture().get(&N), Some(3));
+    /// assert_eq!(tasklocal::Snapshot::empty().get(&N), None);
+    /// ```
+    pub fn get<T: Clone + Send + Sync + 'static>(&self, key: &'static Local<T>) -> Option<T> {
+        key.inherited_value(self.inherited.as_deref()?)
+    }
+
     /// Wraps `future` in a [`Task`] seeded from this snapshot.
     ///
     /// ```
@@ -110,7 +157,7 @@ impl fmt::Debug for Snapshot {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let values = self.inherited.as_ref().map_or(0, |i| {
             i.iter()
-                .filter(|e| matches!(e, crate::storage::Entry::Value(_)))
+                .filter(|e| matches!(e, Entry::Value(_) | Entry::Small(_)))
                 .count()
         });
         f.debug_struct("Snapshot").field("values", &values).finish()

@@ -78,10 +78,17 @@ pin_project! {
                 // Completed: already torn down.
                 return;
             }
-            let _entered = current::enter(this.frame);
-            // The future goes first, while its storage is still readable.
-            this.future.set(None);
-            current::finish();
+            match current::try_enter(this.frame) {
+                Some(_entered) => {
+                    // The future goes first, while its storage is still readable.
+                    this.future.set(None);
+                    current::finish();
+                }
+                // Dropped inside a `with` closure on this thread, or while the thread's
+                // locals are destroyed: no switch is possible, so the future goes and the
+                // frame's own `Drop` runs the handlers and drops the values.
+                None => this.future.set(None),
+            }
         }
     }
 }
