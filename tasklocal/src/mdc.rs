@@ -164,7 +164,21 @@ pub fn insert(key: impl Into<String>, value: impl Into<String>) {
 /// assert!(tasklocal::mdc::try_insert("request_id", "r1").is_ok());
 /// ```
 pub fn try_insert(key: impl Into<String>, value: impl Into<String>) -> Result<(), AccessError> {
-    try_extend([(key, value)])
+    // Convert first: `Into` is user code and must not run while the map is lent out.
+    let mut pair = Some((key.into(), value.into()));
+    let inserted = MDC.try_with_mut(|map| {
+        if let Some((key, value)) = pair.take() {
+            map.insert(key, value);
+        }
+    })?;
+    match (inserted, pair) {
+        (None, Some((key, value))) => {
+            let mut map = Map::default();
+            map.insert(key, value);
+            MDC.try_set(map)
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Inserts every pair, in order, as [`insert`] would; the map is copied at most once.
