@@ -92,6 +92,8 @@
 mod current;
 mod dynamic;
 mod error;
+#[cfg(feature = "http")]
+pub mod http;
 mod id;
 mod key;
 mod local;

@@ -1,0 +1,616 @@
+//! The W3C [`baggage`](https://www.w3.org/TR/baggage/) header.
+//!
+//! # Decisions
+//!
+//! * **Parsing never fails.** A list-member that does not match the W3C
+//!   grammar is dropped alone; the others are kept. OWS (spaces and tabs)
+//!   around members, keys, values, `=` and `;` is ignored.
+//! * **Keys** must be RFC 7230 `token`s and are taken verbatim (W3C does not
+//!   percent-encode keys). *OpenTelemetry deviation:* the OTel Rust SDK
+//!   percent-decodes keys, so a key such as `a%41` reads as `aA` there.
+//! * **Values** must consist of W3C `baggage-octet`s (plus `\`, accepted
+//!   leniently because the OTel Rust SDK writes it unencoded) and are
+//!   percent-decoded. A `%` not followed by two hex digits stays as it is
+//!   (as in OTel). Decoded bytes that are not valid UTF-8 are replaced with
+//!   U+FFFD, as the W3C spec requires; *OpenTelemetry deviation:* OTel drops
+//!   such a member instead. A `=` inside a value is part of the value, per
+//!   the W3C grammar; *OpenTelemetry deviation:* OTel cuts the value at the
+//!   second `=`, which is why we always write `=` as `%3D`.
+//! * **Properties** (`;name` or `;name=value` after the value) are kept per
+//!   member as raw strings with OWS removed and written back unchanged.
+//!   Empty properties (`k=v;`) are ignored; a malformed property makes its
+//!   member malformed.
+//! * **Duplicate keys:** a later member replaces the earlier one's value and
+//!   properties in place (like [`Baggage::insert`]; OTel also keeps the
+//!   last).
+//! * **Parsing limits** (bounded memory whatever the input): a list-member
+//!   longer than [`MAX_BYTES`] is treated as malformed. Valid members are
+//!   kept in order while they fit in [`MAX_MEMBERS`] distinct keys and
+//!   [`MAX_BYTES`] bytes of accepted member text (OWS-trimmed, one `,`
+//!   between members); a valid member that does not fit any more is
+//!   skipped, and the rest of the header is still read. Every header within
+//!   the W3C limits is thus kept whole.
+//! * **Writing** ([`Baggage::to_header_value`], [`Display`](fmt::Display))
+//!   percent-encodes every value byte outside `baggage-octet` and also `%`
+//!   and `=` (`,`, `;` and space are outside `baggage-octet` already), and
+//!   skips members whose key is not a token. Within the limits everything is
+//!   written; over them, only as many whole members as needed are dropped,
+//!   never part of one: over [`MAX_BYTES`], the largest members go first (the
+//!   fewest members dropped), then over [`MAX_MEMBERS`], the last ones. The
+//!   others keep their order.
+
+use std::fmt::{self, Write as _};
+
+use super::trim_ows;
+
+/// Most list-members kept when parsing and written when encoding (W3C limit).
+///
+/// ```
+/// assert_eq!(tasklocal::http::baggage::MAX_MEMBERS, 64);
+/// ```
+pub const MAX_MEMBERS: usize = 64;
+
+/// Most bytes of a written header value, commas and percent-encoding
+/// included (W3C limit); also the parsing budget.
+///
+/// ```
+/// assert_eq!(tasklocal::http::baggage::MAX_BYTES, 8192);
+/// ```
+pub const MAX_BYTES: usize = 8192;
+
+/// An ordered set of baggage entries: the value of a W3C `baggage` header.
+///
+/// ```
+/// use tasklocal::http::baggage::Baggage;
+///
+/// let mut bag = Baggage::parse("userId=alice, serverNode=DF%2028;ttl=5");
+/// assert_eq!(bag.get("serverNode"), Some("DF 28"));
+/// bag.insert("isProduction", "false");
+/// assert_eq!(
+///     bag.to_string(),
+///     "userId=alice,serverNode=DF%2028;ttl=5,isProduction=false"
+/// );
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Baggage {
+    members: Vec<Member>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Member {
+    key: String,
+    value: String,
+    properties: Vec<String>,
+}
+
+impl Baggage {
+    /// Creates an empty baggage.
+    ///
+    /// ```
+    /// use tasklocal::http::baggage::Baggage;
+    /// assert!(Baggage::new().is_empty());
+    /// ```
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Parses a `baggage` header value; never fails (see the
+    /// [module docs](self) for what is dropped and the limits).
+    ///
+    /// ```
+    /// use tasklocal::http::baggage::Baggage;
+    ///
+    /// let bag = Baggage::parse("key1 = value1, bad member, key2=%E6%97%A5%E6%9C%AC");
+    /// let pairs: Vec<_> = bag.iter().collect();
+    /// assert_eq!(pairs, [("key1", "value1"), ("key2", "日本")]);
+    /// ```
+    pub fn parse(header: &str) -> Self {
+        Self::parse_all([header])
+    }
+
+    /// Parses several `baggage` header lines as one list (HTTP lets a list be split
+    /// over several lines), with one budget for all of them.
+    pub(crate) fn parse_all<S: AsRef<str>>(headers: impl IntoIterator<Item = S>) -> Self {
+        let mut bag = Self::new();
+        let mut used = 0;
+        for header in headers {
+            for raw in header.as_ref().split(',').map(trim_ows) {
+                if raw.len() > MAX_BYTES {
+                    continue;
+                }
+                let Some(member) = parse_member(raw) else {
+                    continue;
+                };
+                let cost = raw.len() + usize::from(used > 0);
+                let index = bag.position(&member.key);
+                if used + cost > MAX_BYTES || (index.is_none() && bag.members.len() == MAX_MEMBERS)
+                {
+                    continue;
+                }
+                used += cost;
+                match index.and_then(|i| bag.members.get_mut(i)) {
+                    Some(slot) => *slot = member,
+                    None => bag.members.push(member),
+                }
+            }
+        }
+        bag
+    }
+
+    /// Returns the value of `key`, if present.
+    ///
+    /// ```
+    /// use tasklocal::http::baggage::Baggage;
+    /// let bag = Baggage::parse("a=1");
+    /// assert_eq!(bag.get("a"), Some("1"));
+    /// assert_eq!(bag.get("b"), None);
+    /// ```
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.member(key).map(|m| m.value.as_str())
+    }
+
+    /// Returns the properties of `key` as raw strings (`name` or
+    /// `name=value`), if the key is present.
+    ///
+    /// ```
+    /// use tasklocal::http::baggage::Baggage;
+    /// let bag = Baggage::parse("k=v; p1 ; p2 = x");
+    /// assert_eq!(bag.properties("k"), Some(&["p1".to_string(), "p2=x".to_string()][..]));
+    /// ```
+    pub fn properties(&self, key: &str) -> Option<&[String]> {
+        self.member(key).map(|m| m.properties.as_slice())
+    }
+
+    /// Iterates over `(key, value)` pairs in header order.
+    ///
+    /// ```
+    /// use tasklocal::http::baggage::Baggage;
+    /// let bag = Baggage::parse("b=2,a=1");
+    /// assert_eq!(bag.iter().collect::<Vec<_>>(), [("b", "2"), ("a", "1")]);
+    /// ```
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
+        self.members
+            .iter()
+            .map(|m| (m.key.as_str(), m.value.as_str()))
+    }
+
+    /// Number of entries.
+    ///
+    /// ```
+    /// use tasklocal::http::baggage::Baggage;
+    /// assert_eq!(Baggage::parse("a=1,b=2").len(), 2);
+    /// ```
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    /// Whether there are no entries.
+    ///
+    /// ```
+    /// use tasklocal::http::baggage::Baggage;
+    /// assert!(Baggage::parse("not a member").is_empty());
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    /// Sets `key` to `value`. An existing key keeps its position (its
+    /// properties are cleared and its old value returned); a new key is
+    /// appended. Any string is accepted, but a key that is not an RFC 7230
+    /// token is never written to a header.
+    ///
+    /// ```
+    /// use tasklocal::http::baggage::Baggage;
+    /// let mut bag = Baggage::parse("a=1;p,b=2");
+    /// assert_eq!(bag.insert("a", "x"), Some("1".to_string()));
+    /// assert_eq!(bag.insert("c", "3"), None);
+    /// assert_eq!(bag.to_string(), "a=x,b=2,c=3");
+    /// ```
+    pub fn insert(&mut self, key: impl Into<String>, value: impl Into<String>) -> Option<String> {
+        let (key, value) = (key.into(), value.into());
+        match self.position(&key).and_then(|i| self.members.get_mut(i)) {
+            Some(m) => {
+                m.properties.clear();
+                Some(std::mem::replace(&mut m.value, value))
+            }
+            None => {
+                self.members.push(Member {
+                    key,
+                    value,
+                    properties: Vec::new(),
+                });
+                None
+            }
+        }
+    }
+
+    /// Removes `key`, returning its value.
+    ///
+    /// ```
+    /// use tasklocal::http::baggage::Baggage;
+    /// let mut bag = Baggage::parse("a=1,b=2");
+    /// assert_eq!(bag.remove("a"), Some("1".to_string()));
+    /// assert_eq!(bag.to_string(), "b=2");
+    /// ```
+    pub fn remove(&mut self, key: &str) -> Option<String> {
+        let index = self.position(key)?;
+        Some(self.members.remove(index).value)
+    }
+
+    /// Gives the present `key` these properties (raw `name` or `name=value` strings
+    /// as [`properties`](Self::properties) returns them, already validated).
+    pub(crate) fn set_properties(&mut self, key: &str, properties: &[String]) {
+        if let Some(index) = self.position(key) {
+            self.members[index].properties = properties.to_vec();
+        }
+    }
+
+    /// Keeps only the entries for which `f` is true.
+    pub(crate) fn retain(&mut self, mut f: impl FnMut(&str, &str, &[String]) -> bool) {
+        self.members.retain(|m| f(&m.key, &m.value, &m.properties));
+    }
+
+    /// Encodes the header value and returns it with the number of entries
+    /// that were not written: those whose key is not a token plus those
+    /// dropped whole to stay within [`MAX_MEMBERS`] members and [`MAX_BYTES`]
+    /// bytes (the largest first while the bytes are over, then the last ones
+    /// while the members are; see the [module docs](self)).
+    /// [`Display`](fmt::Display) writes the same string.
+    ///
+    /// ```
+    /// use tasklocal::http::Baggage;
+    /// let mut bag = Baggage::new();
+    /// bag.insert("bad key", "x");
+    /// bag.insert("k", "a b=c,d;e%");
+    /// assert_eq!(bag.to_header_value(), ("k=a%20b%3Dc%2Cd%3Be%25".to_string(), 1));
+    ///
+    /// // One member too large for the header: only that one is dropped.
+    /// let mut bag = Baggage::new();
+    /// bag.insert("request_id", "r1");
+    /// bag.insert("huge", "x".repeat(9000));
+    /// bag.insert("tenant", "acme");
+    /// assert_eq!(bag.to_header_value(), ("request_id=r1,tenant=acme".to_string(), 1));
+    /// ```
+    pub fn to_header_value(&self) -> (String, usize) {
+        // Each writable member encoded on its own, in order. A member whose raw
+        // text alone is over the limit is not encoded at all: encoding never
+        // shrinks.
+        let mut encoded: Vec<Option<String>> = self
+            .members
+            .iter()
+            .filter(|m| is_token(&m.key) && m.key.len() + 1 + m.value.len() <= MAX_BYTES)
+            .map(|m| {
+                let mut out = String::with_capacity(m.key.len() + 1 + m.value.len());
+                out.push_str(&m.key);
+                out.push('=');
+                encode_value(&m.value, &mut out);
+                for p in &m.properties {
+                    out.push(';');
+                    out.push_str(p);
+                }
+                (out.len() <= MAX_BYTES).then_some(out)
+            })
+            .collect();
+        encoded.retain(Option::is_some);
+        let mut kept = encoded.len();
+        // Bytes, with one comma between members.
+        let mut bytes =
+            encoded.iter().flatten().map(String::len).sum::<usize>() + kept.saturating_sub(1);
+        if bytes > MAX_BYTES {
+            // Largest first; of equal ones, the last first.
+            let mut by_size: Vec<usize> = (0..encoded.len()).collect();
+            by_size.sort_by_key(|&i| {
+                std::cmp::Reverse((encoded[i].as_ref().map_or(0, String::len), i))
+            });
+            for i in by_size {
+                if bytes <= MAX_BYTES {
+                    break;
+                }
+                if let Some(member) = encoded[i].take() {
+                    bytes -= member.len() + usize::from(kept > 1);
+                    kept -= 1;
+                }
+            }
+        }
+        // Members: the last ones go.
+        for member in encoded.iter_mut().rev() {
+            if kept <= MAX_MEMBERS {
+                break;
+            }
+            if member.take().is_some() {
+                kept -= 1;
+            }
+        }
+        let mut out = String::with_capacity(bytes);
+        for member in encoded.iter().flatten() {
+            if !out.is_empty() {
+                out.push(',');
+            }
+            out.push_str(member);
+        }
+        (out, self.members.len() - kept)
+    }
+
+    fn position(&self, key: &str) -> Option<usize> {
+        self.members.iter().position(|m| m.key == key)
+    }
+
+    fn member(&self, key: &str) -> Option<&Member> {
+        self.members.iter().find(|m| m.key == key)
+    }
+}
+
+impl fmt::Display for Baggage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_header_value().0)
+    }
+}
+
+/// RFC 7230 `token`: one or more `tchar`.
+pub(crate) fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// W3C `baggage-octet`: US-ASCII except CTLs, whitespace, DQUOTE, comma,
+/// semicolon and backslash.
+fn is_baggage_octet(b: u8) -> bool {
+    matches!(b, 0x21 | 0x23..=0x2B | 0x2D..=0x3A | 0x3C..=0x5B | 0x5D..=0x7E)
+}
+
+/// A raw value as accepted when parsing: baggage-octets, plus `\` which the
+/// OTel Rust SDK writes unencoded (deviation from W3C, accepted leniently).
+fn is_raw_value(s: &str) -> bool {
+    s.bytes().all(|b| is_baggage_octet(b) || b == b'\\')
+}
+
+/// Parses one OWS-trimmed list-member; `None` if malformed.
+fn parse_member(raw: &str) -> Option<Member> {
+    let mut parts = raw.split(';');
+    let (key, value) = parts.next()?.split_once('=')?;
+    let (key, value) = (trim_ows(key), trim_ows(value));
+    if !is_token(key) || !is_raw_value(value) {
+        return None;
+    }
+    let properties = parts
+        .map(trim_ows)
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) => {
+                let (k, v) = (trim_ows(k), trim_ows(v));
+                (is_token(k) && is_raw_value(v)).then(|| format!("{k}={v}"))
+            }
+            None => is_token(p).then(|| p.to_owned()),
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some(Member {
+        key: key.to_owned(),
+        value: percent_decode(value),
+        properties,
+    })
+}
+
+/// Decodes `%XX` escapes; a `%` not followed by two hex digits is kept.
+/// Invalid UTF-8 becomes U+FFFD (W3C Baggage, "value").
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        let escaped = bytes
+            .get(i + 1..i + 3)
+            .filter(|h| b == b'%' && h.iter().all(u8::is_ascii_hexdigit))
+            .and_then(|h| u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok());
+        match escaped {
+            Some(decoded) => {
+                out.push(decoded);
+                i += 3;
+            }
+            None => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Percent-encodes every byte outside `baggage-octet`, and `%` and `=`.
+fn encode_value(value: &str, out: &mut String) {
+    for b in value.bytes() {
+        if is_baggage_octet(b) && b != b'%' && b != b'=' {
+            out.push(char::from(b));
+        } else {
+            // Writing to a String cannot fail.
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(b: &Baggage) -> Vec<(&str, &str)> {
+        b.iter().collect()
+    }
+
+    #[test]
+    fn w3c_examples() {
+        let b = Baggage::parse("key1=value1,key2=value2");
+        assert_eq!(pairs(&b), [("key1", "value1"), ("key2", "value2")]);
+        let b = Baggage::parse("key1 = value1, key2 = value2");
+        assert_eq!(pairs(&b), [("key1", "value1"), ("key2", "value2")]);
+        let b = Baggage::parse("userId=alice,serverNode=DF%2028,isProduction=false");
+        assert_eq!(
+            pairs(&b),
+            [
+                ("userId", "alice"),
+                ("serverNode", "DF 28"),
+                ("isProduction", "false")
+            ]
+        );
+        let b = Baggage::parse(
+            "key1=value1;property1;property2, key2 = value2, key3=value3; propertyKey=propertyValue",
+        );
+        assert_eq!(
+            pairs(&b),
+            [("key1", "value1"), ("key2", "value2"), ("key3", "value3")]
+        );
+        assert_eq!(
+            b.properties("key1"),
+            Some(&["property1".to_owned(), "property2".to_owned()][..])
+        );
+        assert_eq!(
+            b.properties("key3"),
+            Some(&["propertyKey=propertyValue".to_owned()][..])
+        );
+        assert_eq!(
+            b.to_string(),
+            "key1=value1;property1;property2,key2=value2,key3=value3;propertyKey=propertyValue"
+        );
+    }
+
+    #[test]
+    fn malformed_members_dropped_alone() {
+        let b = Baggage::parse(
+            "a=1,,noequals, =x,b c=2,d=x y,e=\"q\",f=1;bad prop,g=2;=v, h = ,i=é,j=ok\r\n",
+        );
+        assert_eq!(pairs(&b), [("a", "1"), ("h", "")]);
+        let b = Baggage::parse("k=v\t;\tp\t=\tq\t");
+        assert_eq!(b.properties("k"), Some(&["p=q".to_owned()][..]));
+        assert_eq!(Baggage::parse("").len(), 0);
+        assert_eq!(Baggage::parse(" , ,").len(), 0);
+    }
+
+    #[test]
+    fn value_decoding() {
+        let b = Baggage::parse(r"a=%zz%4,b=%ff%41,c=100%25,d=x=y,e=a\b,f=%e6%97%a5");
+        assert_eq!(b.get("a"), Some("%zz%4"));
+        assert_eq!(b.get("b"), Some("\u{FFFD}A"));
+        assert_eq!(b.get("c"), Some("100%"));
+        assert_eq!(b.get("d"), Some("x=y"));
+        assert_eq!(b.get("e"), Some(r"a\b"));
+        assert_eq!(b.get("f"), Some("日"));
+        // `%+f` must not be read as a hex escape.
+        assert_eq!(Baggage::parse("a=%+f").get("a"), Some("%+f"));
+        // Keys are not decoded.
+        assert_eq!(Baggage::parse("a%41=1").get("a%41"), Some("1"));
+    }
+
+    #[test]
+    fn duplicates_replace_in_place() {
+        let b = Baggage::parse("a=1;p,b=2,a=3");
+        assert_eq!(pairs(&b), [("a", "3"), ("b", "2")]);
+        assert_eq!(b.properties("a"), Some(&[][..]));
+    }
+
+    #[test]
+    fn insert_remove() {
+        let mut b = Baggage::new();
+        assert_eq!(b.insert("a", "1"), None);
+        b.insert("b", "2");
+        assert_eq!(b.insert("a", "3"), Some("1".into()));
+        assert_eq!(pairs(&b), [("a", "3"), ("b", "2")]);
+        assert_eq!(b.remove("a"), Some("3".into()));
+        assert_eq!(b.remove("a"), None);
+        assert_eq!(pairs(&b), [("b", "2")]);
+    }
+
+    #[test]
+    fn encoding() {
+        let mut b = Baggage::new();
+        b.insert("k", " \"%,;=\\\u{7f}\té");
+        b.insert("", "skipped");
+        b.insert("k@y", "skipped");
+        b.insert("e", "");
+        let (s, dropped) = b.to_header_value();
+        assert_eq!(s, "k=%20%22%25%2C%3B%3D%5C%7F%09%C3%A9,e=");
+        assert_eq!(dropped, 2);
+        let back = Baggage::parse(&s);
+        assert_eq!(back.get("k"), b.get("k"));
+        assert_eq!(back.get("e"), Some(""));
+    }
+
+    #[test]
+    fn write_limits() {
+        let mut b = Baggage::new();
+        for i in 0..100 {
+            b.insert(format!("k{i}"), "v");
+        }
+        let (s, dropped) = b.to_header_value();
+        assert_eq!(s.split(',').count(), MAX_MEMBERS);
+        assert_eq!(dropped, 100 - MAX_MEMBERS);
+        assert!(s.ends_with(",k63=v"));
+
+        // 10 members of ~1000 encoded bytes: 8 fit (8 * 1003 + 7 = 8031).
+        let mut b = Baggage::new();
+        for i in 0..10 {
+            b.insert(format!("k{i}"), "x".repeat(1000));
+        }
+        let (s, dropped) = b.to_header_value();
+        assert!(s.len() <= MAX_BYTES);
+        assert_eq!((s.split(',').count(), dropped), (8, 2));
+
+        // Exactly MAX_BYTES fits; one more byte does not.
+        let mut b = Baggage::new();
+        b.insert("k", "x".repeat(MAX_BYTES - 2));
+        assert_eq!(b.to_header_value().0.len(), MAX_BYTES);
+        b.insert("k", "x".repeat(MAX_BYTES - 1));
+        assert_eq!(b.to_header_value(), (String::new(), 1));
+        // Encoding expands: 2731 * 3 + 2 = 8195 > 8192.
+        b.insert("k", " ".repeat(2731));
+        assert_eq!(b.to_header_value(), (String::new(), 1));
+
+        // Over the bytes, the largest members go first: the fewest are dropped.
+        let mut b = Baggage::new();
+        b.insert("first", "1");
+        b.insert("big", "x".repeat(5000));
+        b.insert("bigger", "x".repeat(6000));
+        b.insert("last", "2");
+        assert_eq!(
+            b.to_header_value().0,
+            format!("first=1,big={},last=2", "x".repeat(5000))
+        );
+        // Over both: the bytes first, then the members from the end.
+        let mut b = Baggage::new();
+        for i in 0..70 {
+            b.insert(format!("k{i:02}"), "v");
+        }
+        b.insert("k05", "x".repeat(8100));
+        let (s, dropped) = b.to_header_value();
+        assert_eq!(dropped, 6);
+        assert!(!s.contains("k05=") && s.ends_with(",k64=v"));
+    }
+
+    #[test]
+    fn parse_limits() {
+        let header: Vec<String> = (0..100).map(|i| format!("k{i}=v")).collect();
+        let b = Baggage::parse(&header.join(","));
+        assert_eq!(b.len(), MAX_MEMBERS);
+        assert_eq!(b.iter().last(), Some(("k63", "v")));
+
+        // A full-size W3C header is kept whole.
+        let value = "x".repeat(MAX_BYTES - 2);
+        assert_eq!(
+            Baggage::parse(&format!("k={value}")).get("k"),
+            Some(&*value)
+        );
+        // Oversized members are skipped, later ones still read.
+        let huge = format!("a={}x,b=1", value);
+        assert_eq!(pairs(&Baggage::parse(&huge)), [("b", "1")]);
+        // Budget nearly exhausted: what does not fit is skipped, what fits is kept.
+        let header = format!("a={},b=123456,c=1", "x".repeat(MAX_BYTES - 10));
+        let keys: Vec<_> = Baggage::parse(&header)
+            .iter()
+            .map(|(k, _)| k.to_owned())
+            .collect();
+        assert_eq!(keys, ["a", "c"]);
+        // Several header lines share one budget.
+        let b = Baggage::parse_all([format!("a={}", "x".repeat(MAX_BYTES - 2)), "b=1".into()]);
+        assert_eq!(b.len(), 1);
+        let b = Baggage::parse_all(["a=1", "b=2, a=3"]);
+        assert_eq!(pairs(&b), [("a", "3"), ("b", "2")]);
+    }
+}

@@ -1,0 +1,85 @@
+//! Crossing process boundaries: the W3C `baggage` and `traceparent`/`tracestate`
+//! headers, so that a request id set at the edge appears in every service's logs.
+//!
+//! ```
+//! use http::HeaderMap;
+//! use tasklocal::{http::{extract, inject}, mdc};
+//!
+//! // Service A, inside a request: the MDC goes out as `baggage`.
+//! let headers = tasklocal::Snapshot::empty().run(|| {
+//!     mdc::insert("request_id", "r-7");
+//!     let mut headers = HeaderMap::new();
+//!     inject(&mut headers); // or `ClientLayer` on a tower client
+//!     headers
+//! });
+//!
+//! // Service B: the request runs seeded from the headers (`ServerLayer` does this).
+//! extract(&headers).run(|| {
+//!     assert_eq!(mdc::get("request_id").as_deref(), Some("r-7"));
+//! });
+//! ```
+//!
+//! # What crosses
+//!
+//! * **Out** ([`inject`], [`ClientLayer`]): the [MDC](crate::mdc) and the keys registered
+//!   with [`propagate`] as `baggage`; the current [`TraceContext`] as `traceparent`
+//!   (with a new parent id) and `tracestate`. Nothing else of the process leaks out.
+//! * **In** ([`extract`], [`ServerLayer`]): a [`Snapshot`](crate::Snapshot) with the MDC
+//!   filled from `baggage` (registered names go to their keys instead) and the trace
+//!   context from `traceparent`/`tracestate`, or a new trace. The request's task
+//!   starts from it; every task, thread and pool job it spawns through tasklocal
+//!   inherits it.
+//!
+//! | tower | server | client |
+//! |---|---|---|
+//! | axum | `Router::new()...layer(ServerLayer)` | — |
+//! | hyper / hyper-util | `ServiceBuilder::new().layer(ServerLayer)` | `ServiceBuilder::new().layer(ClientLayer).service(client)` |
+//! | tonic | `Server::builder().layer(ServerLayer)` | `ServiceBuilder::new().layer(ClientLayer).service(channel)` |
+//! | not tower (reqwest, ureq, queues) | [`extract`] | [`inject`] or [`Baggage::current`] |
+//!
+//! # The codecs
+//!
+//! [`Baggage`] and [`TraceParent`]/[`TraceState`] read and write the headers by the
+//! W3C recommendations ([Baggage](https://www.w3.org/TR/baggage/),
+//! [Trace Context Level 2](https://www.w3.org/TR/trace-context-2/)); their modules,
+//! [`baggage`] and [`traceparent`], list every decision. In short:
+//!
+//! * Parsing never fails and never panics; a malformed list member is dropped alone,
+//!   and memory is bounded by the W3C limits whatever the input.
+//! * Writing never exceeds 64 baggage members or 8,192 bytes; over a limit, only as many
+//!   whole members as needed are dropped (counted by [`dropped_members`]). Values are
+//!   percent-encoded, also `%`, `=`, `,`, `;` and space, so no value can add a member,
+//!   a property or a header line (CR and LF come out as `%0D%0A`).
+//! * `traceparent` is written as version `00` in lowercase hex, keeping the trace id and
+//!   the `sampled` and Level 2 `random` flags, other flag bits zeroed; `tracestate` only
+//!   alongside a valid `traceparent`. An invalid one starts a new trace.
+//!
+//! # With OpenTelemetry
+//!
+//! The headers are those of OpenTelemetry's `BaggagePropagator` and
+//! `TraceContextPropagator`, and each side reads what the other writes (tested against
+//! `opentelemetry_sdk` both ways). Where the OpenTelemetry Rust SDK departs from the
+//! W3C text, tasklocal follows W3C and writes only what OpenTelemetry reads the same:
+//!
+//! * it cuts a value at a raw `=` (tasklocal writes `%3D`);
+//! * it trims spaces around a decoded value (` x ` reads as `x` there);
+//! * it percent-decodes keys (tasklocal takes keys as the tokens they are);
+//! * it drops a member whose value is not UTF-8 once decoded (tasklocal reads U+FFFD);
+//! * it keeps only the `sampled` flag of `traceparent` (the `random` flag is lost there),
+//!   and accepts a version `00` header with trailing data (tasklocal does not).
+
+mod layer;
+mod propagate;
+
+pub mod baggage;
+pub mod traceparent;
+
+pub use baggage::Baggage;
+pub use layer::{ClientLayer, ClientService, ServerLayer, ServerService};
+pub use propagate::{dropped_members, extract, inject, propagate, TraceContext};
+pub use traceparent::{TraceParent, TraceState};
+
+/// Trims HTTP optional whitespace (`OWS = *( SP / HTAB )`, RFC 9110 §5.6.3).
+fn trim_ows(s: &str) -> &str {
+    s.trim_matches([' ', '\t'])
+}

@@ -1,0 +1,461 @@
+//! [`inject`] and [`extract`]: the current context to and from an [`HeaderMap`].
+
+use std::fmt::{self, Display};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
+
+use ::http::header::{HeaderMap, HeaderName, HeaderValue};
+
+use super::baggage::{is_token, Baggage};
+use super::traceparent::{TraceParent, TraceState};
+use crate::error::{panic_access, AccessError};
+use crate::{mdc, Local, Snapshot};
+
+/// The current owner's trace context; inherited like the MDC.
+static TRACE: Local<TraceContext> = Local::inheritable();
+
+/// The properties of the incoming baggage members that had some, so that a member
+/// passed on unchanged keeps them.
+static PROPERTIES: Local<Arc<Baggage>> = Local::inheritable();
+
+/// Baggage members `inject` could not write, since the process started.
+static DROPPED: AtomicU64 = AtomicU64::new(0);
+
+const BAGGAGE: &str = "baggage";
+const TRACEPARENT: &str = "traceparent";
+const TRACESTATE: &str = "tracestate";
+
+/// The context a request carries: everything [`inject`] writes, read back from the
+/// headers into a [`Snapshot`] that a new owner (the request's task) starts from.
+///
+/// * The [MDC](crate::mdc) is filled from the `baggage` header — every member but
+///   those whose name is [registered](propagate) for a [`Local`], which go to their
+///   key instead (a value that does not parse is dropped).
+/// * The [`TraceContext`] comes from `traceparent` and `tracestate`. A missing,
+///   repeated or invalid `traceparent` starts a new trace ([`TraceContext::new_trace`]),
+///   and `tracestate` is then ignored.
+/// * Nothing else: the snapshot holds no other value of any owner.
+///
+/// Parsing never fails and never panics, whatever the bytes: a malformed list member is
+/// dropped alone, and what is kept is bounded by the W3C limits (see
+/// [`baggage`](super::baggage) and [`traceparent`](super::traceparent)). Header lines
+/// that are not UTF-8 lose only their bad members. A `baggage` or `tracestate` list may
+/// be split over several header lines.
+///
+/// ```
+/// use http::HeaderMap;
+/// use tasklocal::http::{extract, TraceContext};
+///
+/// let mut headers = HeaderMap::new();
+/// headers.insert("baggage", "request_id=r-7,tenant=acme%20corp".parse().unwrap());
+/// headers.insert(
+///     "traceparent",
+///     "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".parse().unwrap(),
+/// );
+///
+/// let request = extract(&headers);
+/// request.run(|| {
+///     assert_eq!(tasklocal::mdc::get("tenant").as_deref(), Some("acme corp"));
+///     let trace = TraceContext::current().unwrap();
+///     assert_eq!(trace.traceparent().trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736");
+/// });
+/// ```
+pub fn extract(headers: &HeaderMap) -> Snapshot {
+    let baggage = Baggage::parse_all(
+        headers
+            .get_all(BAGGAGE)
+            .iter()
+            .map(|line| String::from_utf8_lossy(line.as_bytes())),
+    );
+    let trace = extract_trace(headers);
+    let codecs = codecs();
+
+    let mut to_mdc = Vec::with_capacity(baggage.len());
+    let mut to_locals = Vec::new();
+    for (name, value) in baggage.iter() {
+        match codecs.iter().find(|codec| codec.name == name) {
+            Some(codec) => to_locals.push((codec, value)),
+            None => to_mdc.push((name, value)),
+        }
+    }
+    let mut snapshot = if to_mdc.is_empty() {
+        Snapshot::empty()
+    } else {
+        // A fresh owner always accepts writes.
+        Snapshot::empty().run(|| {
+            mdc::extend(to_mdc);
+            Snapshot::capture()
+        })
+    };
+    snapshot = snapshot.with_value(&TRACE, trace);
+    for (codec, value) in to_locals {
+        snapshot = (codec.read)(snapshot, value);
+    }
+    let mut with_properties = baggage;
+    with_properties.retain(|_, _, properties| !properties.is_empty());
+    if !with_properties.is_empty() {
+        snapshot = snapshot.with_value(&PROPERTIES, Arc::new(with_properties));
+    }
+    snapshot
+}
+
+/// The trace context of the headers, or a new trace.
+fn extract_trace(headers: &HeaderMap) -> TraceContext {
+    let mut lines = headers.get_all(TRACEPARENT).iter();
+    let parent = match (lines.next(), lines.next()) {
+        // W3C: more than one `traceparent` is invalid.
+        (Some(line), None) => line.to_str().ok().and_then(TraceParent::parse),
+        _ => None,
+    };
+    match parent {
+        Some(parent) => TraceContext {
+            parent,
+            state: TraceState::parse_all(
+                headers
+                    .get_all(TRACESTATE)
+                    .iter()
+                    .map(|line| String::from_utf8_lossy(line.as_bytes())),
+            ),
+        },
+        None => TraceContext::new_trace(),
+    }
+}
+
+/// Writes the current context into `headers`, for an outgoing request: what
+/// [`extract`] reads on the other side.
+///
+/// * `traceparent`: the current [`TraceContext`] with a new parent id (the outgoing
+///   call is a new span of the same trace), its `sampled` and Level 2 `random` flags,
+///   version `00`. With no current trace context, a new trace
+///   ([`TraceContext::new_trace`]) for this call alone.
+/// * `tracestate`: the current one, only alongside a `traceparent` continuing its
+///   trace, and only when not empty.
+/// * `baggage`: [`Baggage::current`] — the MDC and the [registered](propagate) keys,
+///   nothing else; incoming members passed on unchanged keep their properties. Within
+///   64 members and 8,192 bytes everything is written; over the limits whole members
+///   are dropped (see [`Baggage::to_header_value`]), counted by [`dropped_members`] and,
+///   with feature `log`, logged as a warning.
+///
+/// Headers of these names already in `headers` are replaced, or removed when the
+/// context has nothing to write. `inject` never panics; in a tokio task without
+/// storage of its own it sees an empty context.
+///
+/// ```
+/// use http::HeaderMap;
+/// use tasklocal::http::{extract, inject, TraceParent};
+///
+/// let mut incoming = HeaderMap::new();
+/// incoming.insert("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".parse().unwrap());
+///
+/// let outgoing = extract(&incoming).run(|| {
+///     tasklocal::mdc::insert("request_id", "r-7");
+///     let mut outgoing = HeaderMap::new();
+///     inject(&mut outgoing);
+///     outgoing
+/// });
+/// assert_eq!(outgoing["baggage"], "request_id=r-7");
+/// let parent = TraceParent::parse(outgoing["traceparent"].to_str().unwrap()).unwrap();
+/// assert_eq!(parent.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736");
+/// assert_ne!(parent.parent_id(), "00f067aa0ba902b7");
+/// assert!(parent.sampled());
+/// ```
+pub fn inject(headers: &mut HeaderMap) {
+    let current = TRACE
+        .try_with(|trace| trace.map(|t| (t.parent.with_new_parent_id(), t.state.to_string())))
+        .ok()
+        .flatten();
+    let (parent, state) = current.unwrap_or_else(|| (TraceParent::new_random(), String::new()));
+    set(headers, TRACEPARENT, parent.to_string());
+    set(headers, TRACESTATE, state);
+
+    let (baggage, dropped) = Baggage::current().to_header_value();
+    if dropped > 0 {
+        DROPPED.fetch_add(dropped as u64, Ordering::Relaxed);
+        #[cfg(feature = "log")]
+        ::log::warn!(
+            target: "tasklocal::http",
+            "{dropped} baggage member(s) not propagated: over the W3C limits \
+             (64 members, 8192 bytes) or a key that is not an HTTP token"
+        );
+    }
+    set(headers, BAGGAGE, baggage);
+}
+
+/// Sets `name` to `value`, replacing every line of it; removes it for an empty value.
+fn set(headers: &mut HeaderMap, name: &'static str, value: String) {
+    let name = HeaderName::from_static(name);
+    // The codecs write visible ASCII only, which a header value always accepts.
+    match HeaderValue::try_from(value) {
+        Ok(value) if !value.is_empty() => {
+            headers.insert(name, value);
+        }
+        _ => {
+            headers.remove(name);
+        }
+    }
+}
+
+/// The number of baggage members [`inject`] could not write since the process started:
+/// over the W3C limits (64 members, 8,192 bytes), or with a key that is not an HTTP
+/// token (`request id`, `é`). A growing count means requests lose context on the way
+/// out.
+///
+/// ```
+/// use tasklocal::http::{dropped_members, inject};
+///
+/// let before = dropped_members();
+/// tasklocal::mdc::scope([("not a token", "x")], || inject(&mut http::HeaderMap::new()));
+/// assert!(dropped_members() > before);
+/// ```
+pub fn dropped_members() -> u64 {
+    DROPPED.load(Ordering::Relaxed)
+}
+
+impl Baggage {
+    /// The baggage of the current context, as [`inject`] writes it: the
+    /// [MDC](crate::mdc) in insertion order, then each [registered](propagate) key that
+    /// has a value (a registered name wins over an MDC key of the same name). Members
+    /// received by [`extract`] and still unchanged keep their properties.
+    ///
+    /// For transports other than HTTP, write its [`Display`] form into the message
+    /// headers.
+    ///
+    /// ```
+    /// use tasklocal::http::Baggage;
+    ///
+    /// tasklocal::mdc::scope([("request_id", "r 1")], || {
+    ///     assert_eq!(Baggage::current().to_string(), "request_id=r%201");
+    /// });
+    /// ```
+    pub fn current() -> Baggage {
+        let codecs = codecs();
+        let mut baggage = Baggage::new();
+        mdc::for_each(|key, value| {
+            if !codecs.iter().any(|codec| codec.name == key) {
+                baggage.insert(key, value);
+            }
+        });
+        for codec in codecs.iter() {
+            if let Some(value) = (codec.write)() {
+                baggage.insert(codec.name.as_str(), value);
+            }
+        }
+        let _ignored: Result<(), AccessError> = PROPERTIES.try_with(|incoming| {
+            for (key, value) in incoming.into_iter().flat_map(|bag| bag.iter()) {
+                if baggage.get(key) == Some(value) {
+                    let properties = incoming.and_then(|bag| bag.properties(key));
+                    baggage.set_properties(key, properties.unwrap_or_default());
+                }
+            }
+        });
+        baggage
+    }
+}
+
+/// A registered key: how it goes into and out of the baggage.
+struct Codec {
+    name: String,
+    /// The current value as text, if set.
+    write: Box<dyn Fn() -> Option<String> + Send + Sync>,
+    /// The snapshot with the key set from a member's value, if it parses.
+    read: Box<ReadFn>,
+}
+
+type ReadFn = dyn Fn(Snapshot, &str) -> Snapshot + Send + Sync;
+
+/// The registered keys, in registration order; replaced whole on registration so
+/// that readers hold no lock while running user code.
+static CODECS: RwLock<Option<Arc<[Arc<Codec>]>>> = RwLock::new(None);
+
+fn codecs() -> Arc<[Arc<Codec>]> {
+    // A panic cannot leave the list half-written: it is replaced whole.
+    let codecs = CODECS.read().unwrap_or_else(PoisonError::into_inner);
+    codecs.clone().unwrap_or_else(|| Arc::new([]))
+}
+
+/// Sends an inheritable [`Local`] across services as the baggage member `name`:
+/// [`inject`] writes its current value with [`Display`], [`extract`] reads it back with
+/// [`FromStr`] into the key (a value that does not parse is dropped; the member does
+/// not go into the MDC either).
+///
+/// Only what is registered here, and the MDC, ever leaves the process. A registered
+/// name wins over an MDC key of the same name. Registering a name again replaces the
+/// earlier registration. The key must be [inheritable](Local::inheritable): another
+/// one is never part of a [`Snapshot`], so `extract` could not seed it.
+///
+/// ```
+/// use tasklocal::http::{extract, inject, propagate};
+/// use tasklocal::Local;
+///
+/// static USER_ID: Local<u64> = Local::inheritable();
+/// propagate(&USER_ID, "user_id");
+///
+/// let mut headers = http::HeaderMap::new();
+/// tasklocal::Snapshot::empty().run(|| {
+///     USER_ID.set(42);
+///     inject(&mut headers);
+/// });
+/// assert_eq!(headers["baggage"], "user_id=42");
+/// assert_eq!(extract(&headers).run(|| USER_ID.get()), Some(42));
+/// ```
+///
+/// # Panics
+///
+/// When `name` is not an HTTP token (`A-Z a-z 0-9 !#$%&'*+-.^_`|~`), the only keys the
+/// W3C baggage allows.
+pub fn propagate<T>(key: &'static Local<T>, name: impl Into<String>)
+where
+    T: Clone + Send + Sync + Display + FromStr + 'static,
+{
+    let name = name.into();
+    assert!(
+        is_token(&name),
+        "tasklocal::http::propagate: {name:?} is not a valid baggage key (an HTTP token)"
+    );
+    let codec = Arc::new(Codec {
+        name,
+        write: Box::new(move || key.try_with(|value| value.map(T::to_string)).ok().flatten()),
+        read: Box::new(move |snapshot, text| match text.parse::<T>() {
+            Ok(value) => snapshot.with_value(key, value),
+            Err(_) => snapshot,
+        }),
+    });
+    let mut codecs = CODECS.write().unwrap_or_else(PoisonError::into_inner);
+    let mut list: Vec<Arc<Codec>> = codecs.iter().flat_map(|c| c.iter().cloned()).collect();
+    list.retain(|old| old.name != codec.name);
+    list.push(codec);
+    *codecs = Some(list.into());
+}
+
+/// The W3C trace context of the current owner: the `traceparent` it received (or a new
+/// trace) and the `tracestate` that goes with it. [`extract`] puts it into the request's
+/// snapshot; like the MDC, it is inherited by every task, thread and pool job the
+/// request spawns through tasklocal, and [`inject`] continues it in outgoing calls.
+///
+/// tasklocal propagates the trace; it does not record spans. The `traceparent` here is
+/// the caller's: its parent id is the caller's span.
+///
+/// ```
+/// use tasklocal::http::{TraceContext, TraceParent, TraceState};
+///
+/// let parent = TraceParent::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
+/// let trace = TraceContext::new(parent, TraceState::parse("rojo=00f067aa0ba902b7"));
+/// tasklocal::Snapshot::empty().run(|| {
+///     trace.clone().set_current();
+///     let child = tasklocal::thread::spawn(TraceContext::current).join().unwrap();
+///     assert_eq!(child, Some(trace));
+/// });
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct TraceContext {
+    parent: TraceParent,
+    state: TraceState,
+}
+
+impl TraceContext {
+    /// A trace context from its two headers.
+    ///
+    /// ```
+    /// use tasklocal::http::{TraceContext, TraceParent, TraceState};
+    /// let trace = TraceContext::new(TraceParent::new_random(), TraceState::default());
+    /// assert!(trace.tracestate().is_empty());
+    /// ```
+    pub fn new(traceparent: TraceParent, tracestate: TraceState) -> TraceContext {
+        TraceContext {
+            parent: traceparent,
+            state: tracestate,
+        }
+    }
+
+    /// A new trace: random trace and parent ids, the Level 2 `random` flag set, not
+    /// `sampled` (tasklocal records nothing), and no `tracestate`.
+    ///
+    /// ```
+    /// use tasklocal::http::TraceContext;
+    /// let trace = TraceContext::new_trace();
+    /// assert!(trace.traceparent().random() && !trace.traceparent().sampled());
+    /// assert_ne!(trace.traceparent().trace_id(), TraceContext::new_trace().traceparent().trace_id());
+    /// ```
+    pub fn new_trace() -> TraceContext {
+        TraceContext::new(TraceParent::new_random(), TraceState::default())
+    }
+
+    /// The `traceparent`.
+    ///
+    /// ```
+    /// use tasklocal::http::TraceContext;
+    /// assert_eq!(TraceContext::new_trace().traceparent().trace_id().len(), 32);
+    /// ```
+    pub fn traceparent(&self) -> TraceParent {
+        self.parent
+    }
+
+    /// The `tracestate`.
+    ///
+    /// ```
+    /// use tasklocal::http::TraceContext;
+    /// assert_eq!(TraceContext::new_trace().tracestate().len(), 0);
+    /// ```
+    pub fn tracestate(&self) -> &TraceState {
+        &self.state
+    }
+
+    /// The current owner's trace context, if it has one (it was seeded by [`extract`],
+    /// inherited, or [set](Self::set_current)).
+    ///
+    /// ```
+    /// use tasklocal::http::TraceContext;
+    /// assert_eq!(TraceContext::current(), None);
+    /// ```
+    pub fn current() -> Option<TraceContext> {
+        TRACE.try_with(|trace| trace.cloned()).ok().flatten()
+    }
+
+    /// Makes this the current owner's trace context: [`inject`] continues it, and
+    /// owners created from now on inherit it. Use it to give a job that did not come
+    /// from a request one trace for all its calls.
+    ///
+    /// ```
+    /// use tasklocal::http::{inject, TraceContext};
+    ///
+    /// tasklocal::Snapshot::empty().run(|| {
+    ///     let trace = TraceContext::new_trace();
+    ///     trace.clone().set_current();
+    ///     let mut headers = http::HeaderMap::new();
+    ///     inject(&mut headers);
+    ///     assert!(headers["traceparent"].to_str().unwrap().contains(&trace.traceparent().trace_id()));
+    /// });
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// Where [`try_set_current`](Self::try_set_current) returns an error: in a tokio
+    /// task without storage of its own.
+    #[track_caller]
+    pub fn set_current(self) {
+        if let Err(err) = self.try_set_current() {
+            panic_access(err)
+        }
+    }
+
+    /// Like [`set_current`](Self::set_current), returning an error instead of
+    /// panicking.
+    ///
+    /// ```
+    /// use tasklocal::http::TraceContext;
+    /// assert!(TraceContext::new_trace().try_set_current().is_ok());
+    /// ```
+    pub fn try_set_current(self) -> Result<(), AccessError> {
+        TRACE.try_set(self)
+    }
+}
+
+impl fmt::Debug for TraceContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TraceContext")
+            .field("traceparent", &format_args!("{}", self.parent))
+            .field("tracestate", &format_args!("{}", self.state))
+            .finish()
+    }
+}

@@ -1,0 +1,527 @@
+//! The W3C Trace Context Level 2 ([spec](https://www.w3.org/TR/trace-context-2/))
+//! `traceparent` and `tracestate` headers.
+//!
+//! # Decisions
+//!
+//! * Leading and trailing OWS (spaces and tabs) around a header value is
+//!   ignored: it is not part of an HTTP field value (RFC 9110 §5.5) and the
+//!   W3C test suite requires accepting it. Nothing else is trimmed.
+//! * [`TraceParent`] keeps only the flags defined by Level 2 (`sampled`
+//!   0x01, `random` 0x02); other bits are zeroed on parse, as the spec
+//!   requires of vendors, and the header is always written as version `00`.
+//! * [`TraceState`] drops an invalid or duplicate list-member alone (the
+//!   first occurrence of a key wins) rather than discarding the whole header,
+//!   which the spec also allows, and keeps at most [`MAX_TRACESTATE_MEMBERS`]
+//!   members.
+
+use std::collections::hash_map::RandomState;
+use std::fmt;
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::trim_ows;
+
+const SAMPLED: u8 = 0x01;
+const RANDOM: u8 = 0x02;
+
+/// A parsed or generated `traceparent` header.
+///
+/// ```
+/// use tasklocal::http::traceparent::TraceParent;
+///
+/// let tp = TraceParent::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
+/// assert_eq!(tp.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736");
+/// assert_eq!(tp.parent_id(), "00f067aa0ba902b7");
+/// assert!(tp.sampled() && !tp.random());
+/// assert_eq!(tp.to_string(), "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TraceParent {
+    trace_id: u128,
+    parent_id: u64,
+    flags: u8,
+}
+
+impl TraceParent {
+    /// Parses a `traceparent` header value; `None` if invalid.
+    ///
+    /// Version `00` must be exactly 55 characters. A higher version (not
+    /// `ff`) is accepted if it is 55 characters or longer with a `-` as the
+    /// 56th character; what follows is ignored. All hex must be lowercase
+    /// and the ids must not be all zeros.
+    ///
+    /// ```
+    /// use tasklocal::http::traceparent::TraceParent;
+    ///
+    /// let id = "4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7";
+    /// assert!(TraceParent::parse(&format!(" 00-{id}-01\t")).is_some());
+    /// assert!(TraceParent::parse(&format!("cc-{id}-09-what-the-future-holds")).is_some());
+    /// assert!(TraceParent::parse(&format!("00-{id}-01-")).is_none());
+    /// assert!(TraceParent::parse(&format!("ff-{id}-01")).is_none());
+    /// assert!(TraceParent::parse(&format!("00-{}-01", id.to_uppercase())).is_none());
+    /// ```
+    pub fn parse(header: &str) -> Option<Self> {
+        let b = trim_ows(header).as_bytes();
+        let version = hex(b.get(0..2)?)?;
+        let well_formed = version != 0xff
+            && b.get(2) == Some(&b'-')
+            && b.get(35) == Some(&b'-')
+            && b.get(52) == Some(&b'-')
+            && match b.get(55) {
+                None => true,
+                Some(&c) => version != 0 && c == b'-',
+            };
+        let trace_id = hex(b.get(3..35)?)?;
+        let parent_id = u64::try_from(hex(b.get(36..52)?)?).ok()?;
+        let flags = u8::try_from(hex(b.get(53..55)?)?).ok()?;
+        (well_formed && trace_id != 0 && parent_id != 0).then_some(Self {
+            trace_id,
+            parent_id,
+            flags: flags & (SAMPLED | RANDOM),
+        })
+    }
+
+    /// Starts a new trace: random non-zero trace and parent ids, the
+    /// `random` flag set and `sampled` unset (see [`with_sampled`](Self::with_sampled)).
+    ///
+    /// ```
+    /// use tasklocal::http::traceparent::TraceParent;
+    ///
+    /// let tp = TraceParent::new_random();
+    /// assert!(tp.random() && !tp.sampled());
+    /// assert_ne!(tp.trace_id(), TraceParent::new_random().trace_id());
+    /// assert_eq!(TraceParent::parse(&tp.to_string()), Some(tp));
+    /// ```
+    pub fn new_random() -> Self {
+        let trace_id = loop {
+            let id = u128::from(random_u64()) << 64 | u128::from(random_u64());
+            if id != 0 {
+                break id;
+            }
+        };
+        Self {
+            trace_id,
+            parent_id: random_nonzero_u64(),
+            flags: RANDOM,
+        }
+    }
+
+    /// A child context: same trace id and flags, new random non-zero parent id.
+    ///
+    /// ```
+    /// use tasklocal::http::traceparent::TraceParent;
+    ///
+    /// let tp = TraceParent::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-ff").unwrap();
+    /// let child = tp.with_new_parent_id();
+    /// assert_eq!(child.trace_id(), tp.trace_id());
+    /// assert_ne!(child.parent_id(), tp.parent_id());
+    /// assert_eq!(child.flags(), 0x03);
+    /// ```
+    pub fn with_new_parent_id(&self) -> Self {
+        Self {
+            parent_id: random_nonzero_u64(),
+            ..*self
+        }
+    }
+
+    /// Returns a copy with the `sampled` flag set or cleared.
+    ///
+    /// ```
+    /// use tasklocal::http::traceparent::TraceParent;
+    /// assert!(TraceParent::new_random().with_sampled(true).sampled());
+    /// ```
+    pub fn with_sampled(self, sampled: bool) -> Self {
+        let flags = if sampled {
+            self.flags | SAMPLED
+        } else {
+            self.flags & !SAMPLED
+        };
+        Self { flags, ..self }
+    }
+
+    /// The trace id as 32 lowercase hex digits.
+    ///
+    /// ```
+    /// use tasklocal::http::traceparent::TraceParent;
+    /// assert_eq!(TraceParent::new_random().trace_id().len(), 32);
+    /// ```
+    pub fn trace_id(&self) -> String {
+        format!("{:032x}", self.trace_id)
+    }
+
+    /// The parent (span) id as 16 lowercase hex digits.
+    ///
+    /// ```
+    /// use tasklocal::http::traceparent::TraceParent;
+    /// assert_eq!(TraceParent::new_random().parent_id().len(), 16);
+    /// ```
+    pub fn parent_id(&self) -> String {
+        format!("{:016x}", self.parent_id)
+    }
+
+    /// The `sampled` flag (0x01).
+    ///
+    /// ```
+    /// use tasklocal::http::traceparent::TraceParent;
+    /// let tp = TraceParent::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00").unwrap();
+    /// assert!(!tp.sampled());
+    /// ```
+    pub fn sampled(&self) -> bool {
+        self.flags & SAMPLED != 0
+    }
+
+    /// The Level 2 `random` flag (0x02): the trace id's right-most 7 bytes
+    /// are random.
+    ///
+    /// ```
+    /// use tasklocal::http::traceparent::TraceParent;
+    /// let tp = TraceParent::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-02").unwrap();
+    /// assert!(tp.random() && !tp.sampled());
+    /// ```
+    pub fn random(&self) -> bool {
+        self.flags & RANDOM != 0
+    }
+
+    /// The trace flags; only the Level 2 bits (0x01, 0x02) are ever set.
+    ///
+    /// ```
+    /// use tasklocal::http::traceparent::TraceParent;
+    /// let tp = TraceParent::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-09").unwrap();
+    /// assert_eq!(tp.flags(), 0x01);
+    /// ```
+    pub fn flags(&self) -> u8 {
+        self.flags
+    }
+}
+
+impl fmt::Display for TraceParent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "00-{:032x}-{:016x}-{:02x}",
+            self.trace_id, self.parent_id, self.flags
+        )
+    }
+}
+
+/// Lowercase hex digits (at most 32) to a number; `None` otherwise.
+fn hex(digits: &[u8]) -> Option<u128> {
+    digits.iter().try_fold(0u128, |acc, &c| {
+        let digit = char::from(c)
+            .to_digit(16)
+            .filter(|_| !c.is_ascii_uppercase())?;
+        Some(acc << 4 | u128::from(digit))
+    })
+}
+
+/// Pseudo-random bits from std's randomly keyed SipHash over a counter.
+fn random_u64() -> u64 {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    RandomState::new().hash_one(COUNTER.fetch_add(1, Ordering::Relaxed))
+}
+
+fn random_nonzero_u64() -> u64 {
+    loop {
+        let n = random_u64();
+        if n != 0 {
+            break n;
+        }
+    }
+}
+
+/// Most list-members a [`TraceState`] keeps (W3C limit).
+///
+/// ```
+/// assert_eq!(tasklocal::http::traceparent::MAX_TRACESTATE_MEMBERS, 32);
+/// ```
+pub const MAX_TRACESTATE_MEMBERS: usize = 32;
+
+/// A `tracestate` header: vendor `key=value` pairs, most recent first.
+///
+/// ```
+/// use tasklocal::http::traceparent::TraceState;
+///
+/// let ts = TraceState::parse("rojo=00f067aa0ba902b7, congo=t61rcWkgMzE");
+/// assert_eq!(ts.get("congo"), Some("t61rcWkgMzE"));
+/// assert_eq!(ts.to_string(), "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE");
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TraceState {
+    members: Vec<(String, String)>,
+}
+
+impl TraceState {
+    /// Parses a `tracestate` header value; never fails. Empty, invalid and
+    /// duplicate members are dropped alone; at most
+    /// [`MAX_TRACESTATE_MEMBERS`] are kept.
+    ///
+    /// ```
+    /// use tasklocal::http::traceparent::TraceState;
+    ///
+    /// let ts = TraceState::parse("a=1,,BAD=2,a=3,t@sys=4,b=trailing ");
+    /// assert_eq!(ts.iter().collect::<Vec<_>>(), [("a", "1"), ("t@sys", "4"), ("b", "trailing")]);
+    /// ```
+    pub fn parse(header: &str) -> Self {
+        Self::parse_all([header])
+    }
+
+    /// Parses several `tracestate` header lines as one list (HTTP lets a list be
+    /// split over several lines).
+    pub(crate) fn parse_all<S: AsRef<str>>(headers: impl IntoIterator<Item = S>) -> Self {
+        let mut state = Self::default();
+        for header in headers {
+            for member in header.as_ref().split(',').map(trim_ows) {
+                if state.members.len() == MAX_TRACESTATE_MEMBERS {
+                    return state;
+                }
+                match member.split_once('=') {
+                    Some((key, value))
+                        if is_key(key) && is_value(value) && state.get(key).is_none() =>
+                    {
+                        state.members.push((key.to_owned(), value.to_owned()));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        state
+    }
+
+    /// Returns the value of `key`, if present.
+    ///
+    /// ```
+    /// use tasklocal::http::traceparent::TraceState;
+    /// assert_eq!(TraceState::parse("a=1").get("a"), Some("1"));
+    /// ```
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.members
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Iterates over `(key, value)` pairs in header order.
+    ///
+    /// ```
+    /// use tasklocal::http::traceparent::TraceState;
+    /// let ts = TraceState::parse("b=2,a=1");
+    /// assert_eq!(ts.iter().collect::<Vec<_>>(), [("b", "2"), ("a", "1")]);
+    /// ```
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
+        self.members.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    /// Number of members.
+    ///
+    /// ```
+    /// use tasklocal::http::traceparent::TraceState;
+    /// assert_eq!(TraceState::parse("a=1,b=2").len(), 2);
+    /// ```
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    /// Whether there are no members.
+    ///
+    /// ```
+    /// use tasklocal::http::traceparent::TraceState;
+    /// assert!(TraceState::parse("").is_empty());
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    /// Sets `key` to `value` and moves it to the front, as the spec asks of
+    /// a vendor updating its entry; the right-most member is dropped if
+    /// there are then more than [`MAX_TRACESTATE_MEMBERS`]. Returns `false`
+    /// (and changes nothing) if the key or value is invalid.
+    ///
+    /// ```
+    /// use tasklocal::http::traceparent::TraceState;
+    /// let mut ts = TraceState::parse("a=1,b=2");
+    /// assert!(ts.insert("b", "3"));
+    /// assert!(!ts.insert("B", "3"));
+    /// assert_eq!(ts.to_string(), "b=3,a=1");
+    /// ```
+    pub fn insert(&mut self, key: &str, value: &str) -> bool {
+        if !is_key(key) || !is_value(value) {
+            return false;
+        }
+        self.remove(key);
+        self.members.insert(0, (key.to_owned(), value.to_owned()));
+        self.members.truncate(MAX_TRACESTATE_MEMBERS);
+        true
+    }
+
+    /// Removes `key`, returning its value.
+    ///
+    /// ```
+    /// use tasklocal::http::traceparent::TraceState;
+    /// let mut ts = TraceState::parse("a=1,b=2");
+    /// assert_eq!(ts.remove("a"), Some("1".to_string()));
+    /// assert_eq!(ts.to_string(), "b=2");
+    /// ```
+    pub fn remove(&mut self, key: &str) -> Option<String> {
+        let index = self.members.iter().position(|(k, _)| k == key)?;
+        Some(self.members.remove(index).1)
+    }
+}
+
+impl fmt::Display for TraceState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, (k, v)) in self.members.iter().enumerate() {
+            let sep = if i == 0 { "" } else { "," };
+            write!(f, "{sep}{k}={v}")?;
+        }
+        Ok(())
+    }
+}
+
+/// `simple-key` or `tenant-id@system-id` (Trace Context Level 2).
+fn is_key(key: &str) -> bool {
+    let part = |s: &str, first: fn(&u8) -> bool, max: usize| {
+        let b = s.as_bytes();
+        b.len() <= max
+            && b.first().is_some_and(first)
+            && b.iter()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"_-*/".contains(c))
+    };
+    let lc_or_digit = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+    match key.split_once('@') {
+        None => part(key, u8::is_ascii_lowercase, 256),
+        Some((tenant, system)) => {
+            part(tenant, lc_or_digit, 241) && part(system, u8::is_ascii_lowercase, 14)
+        }
+    }
+}
+
+/// 1 to 256 printable ASCII characters except `,` and `=`, not ending in a space.
+fn is_value(value: &str) -> bool {
+    (1..=256).contains(&value.len())
+        && !value.ends_with(' ')
+        && value
+            .bytes()
+            .all(|c| matches!(c, 0x20..=0x7e) && c != b',' && c != b'=')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+    const PARENT: &str = "00f067aa0ba902b7";
+
+    #[test]
+    fn spec_examples() {
+        for (flags, sampled, random) in [
+            ("00", false, false),
+            ("01", true, false),
+            ("02", false, true),
+            ("03", true, true),
+        ] {
+            let header = format!("00-{ID}-{PARENT}-{flags}");
+            let tp = TraceParent::parse(&header).unwrap();
+            assert_eq!((tp.sampled(), tp.random()), (sampled, random));
+            assert_eq!((tp.trace_id(), tp.parent_id()), (ID.into(), PARENT.into()));
+            assert_eq!(tp.to_string(), header);
+        }
+    }
+
+    #[test]
+    fn invalid_traceparents() {
+        let ok = format!("00-{ID}-{PARENT}-01");
+        assert!(TraceParent::parse(&ok).is_some());
+        let zero_trace = format!("00-{}-{PARENT}-01", "0".repeat(32));
+        let zero_parent = format!("00-{ID}-{}-01", "0".repeat(16));
+        for bad in [
+            "",
+            "00",
+            &ok[..54],
+            &format!("{ok}0"),
+            &format!("{ok}-"),
+            &format!("ff-{ID}-{PARENT}-01"),
+            &format!("0-{ID}-{PARENT}-01"),
+            &format!("0A-{ID}-{PARENT}-01"),
+            &format!("00-{}-{PARENT}-01", ID.to_uppercase()),
+            &format!("00-{ID}-{}-01", PARENT.to_uppercase()),
+            &format!("00-{ID}-{PARENT}-0A"),
+            &format!("00-{ID}-{PARENT}-0g"),
+            &format!("00_{ID}-{PARENT}-01"),
+            &format!("00-{ID}_{PARENT}-01"),
+            &format!("00-{ID}-{PARENT}_01"),
+            &format!("00-+{}-{PARENT}-01", &ID[1..]),
+            &format!("00-{ID}-{PARENT}-+1"),
+            &zero_trace,
+            &zero_parent,
+            &format!("00-{ID}-{PARENT}-01\r\n"),
+            &format!("00-{ID}-{PARENT}-0é"),
+            &format!("01-{ID}-{PARENT}-01x"),
+        ] {
+            assert_eq!(TraceParent::parse(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn ows_and_future_versions() {
+        let tp = TraceParent::parse(&format!(" \t00-{ID}-{PARENT}-01 \t")).unwrap();
+        assert!(tp.sampled());
+        let tp = TraceParent::parse(&format!("01-{ID}-{PARENT}-ff-extra")).unwrap();
+        assert_eq!(tp.flags(), 0x03);
+        assert_eq!(tp.to_string(), format!("00-{ID}-{PARENT}-03"));
+        assert!(TraceParent::parse(&format!("fe-{ID}-{PARENT}-00")).is_some());
+    }
+
+    #[test]
+    fn random_ids() {
+        let tp = TraceParent::new_random();
+        let child = tp.with_new_parent_id().with_sampled(true);
+        assert_eq!(child.trace_id(), tp.trace_id());
+        assert_eq!(child.flags(), SAMPLED | RANDOM);
+        assert_eq!(child.with_sampled(false).flags(), RANDOM);
+        let ids: std::collections::HashSet<_> = (0..1000)
+            .map(|_| TraceParent::new_random().trace_id())
+            .collect();
+        assert_eq!(ids.len(), 1000);
+    }
+
+    #[test]
+    fn tracestate_spec_examples() {
+        let ts = TraceState::parse("congo=t61rcWkgMzE");
+        assert_eq!(ts.get("congo"), Some("t61rcWkgMzE"));
+        let ts = TraceState::parse("rojo=00f067aa0ba902b7,congo=t61rcWkgMzE");
+        assert_eq!(ts.len(), 2);
+        let ts = TraceState::parse("fw529a3039@dt=abc , 0tenant@vendor=x y, a*b/c_d-e=1");
+        assert_eq!(
+            ts.to_string(),
+            "fw529a3039@dt=abc,0tenant@vendor=x y,a*b/c_d-e=1"
+        );
+    }
+
+    #[test]
+    fn tracestate_invalid_members() {
+        let long = "a".repeat(257);
+        let header = format!(
+            "0abc=x,Abc=x,a b=x,a=,a= ,@v=x,t@=x,t@V=x,t@v@w=x,t@sys456789012345=x,\
+             a=b=c,a=é,a=x\t y,{long}=x,k={long},ok= lead"
+        );
+        assert_eq!(
+            TraceState::parse(&header).iter().collect::<Vec<_>>(),
+            [("ok", " lead")]
+        );
+        let ts = TraceState::parse(&format!("{}=x,t@{}=x", "a".repeat(256), "s".repeat(14)));
+        assert_eq!(ts.len(), 2);
+    }
+
+    #[test]
+    fn tracestate_limits() {
+        let header: Vec<_> = (0..40).map(|i| format!("k{i}=v")).collect();
+        let ts = TraceState::parse(&header.join(","));
+        assert_eq!(ts.len(), 32);
+        assert_eq!(ts.iter().last(), Some(("k31", "v")));
+        let mut ts = ts;
+        assert!(ts.insert("new", "v"));
+        assert_eq!(ts.len(), 32);
+        assert_eq!(ts.iter().next(), Some(("new", "v")));
+        assert_eq!(ts.get("k31"), None);
+    }
+}
