@@ -1,0 +1,156 @@
+//! Automatic mode (`tasklocal::tokio::install`): the cost per poll and per spawn,
+//! side by side with the same runtime without hooks, in the same run.
+//!
+//! Needs tokio's unstable task hooks:
+//!
+//! ```text
+//! RUSTFLAGS="--cfg tokio_unstable" CARGO_TARGET_DIR=target/unstable \
+//!     cargo bench -p tasklocal-benches --bench automatic
+//! ```
+//!
+//! A poll here is one `yield_now` round trip of a task that does nothing else, so
+//! the difference between `plain` and `automatic` is the whole per-poll cost of the
+//! hooks: taking the task's frame from the registry, switching it in and out, and
+//! filing it again. `noop_hooks` shows what tokio's hook calls alone cost.
+
+#[cfg(tokio_unstable)]
+mod automatic {
+    use std::time::{Duration, Instant};
+
+    use criterion::{criterion_group, Criterion};
+    use tokio::runtime::{Builder, Runtime};
+
+    static VALUE: tasklocal::Local<u64> = tasklocal::Local::new();
+
+    #[derive(Clone, Copy)]
+    enum Mode {
+        Plain,
+        NoopHooks,
+        Automatic,
+    }
+
+    fn runtime(mut builder: Builder, mode: Mode) -> Runtime {
+        match mode {
+            Mode::Plain => {}
+            Mode::NoopHooks => {
+                builder
+                    .on_task_spawn(|_| {})
+                    .on_before_task_poll(|_| {})
+                    .on_after_task_poll(|_| {})
+                    .on_task_terminate(|_| {});
+            }
+            Mode::Automatic => {
+                tasklocal::tokio::install(&mut builder);
+            }
+        }
+        builder.build().unwrap()
+    }
+
+    fn current_thread(mode: Mode) -> Runtime {
+        runtime(Builder::new_current_thread(), mode)
+    }
+
+    fn multi_thread(mode: Mode) -> Runtime {
+        let mut builder = Builder::new_multi_thread();
+        builder.worker_threads(2);
+        runtime(builder, mode)
+    }
+
+    /// `tasks` tasks polled `iters` times in all; the time per poll.
+    fn polls(rt: &Runtime, tasks: u64, iters: u64, wrap: bool, set: bool) -> Duration {
+        let per_task = iters.div_ceil(tasks);
+        let start = Instant::now();
+        rt.block_on(async {
+            let handles: Vec<_> = (0..tasks)
+                .map(|_| {
+                    let work = async move {
+                        if set {
+                            VALUE.set(1);
+                        }
+                        for _ in 1..per_task {
+                            tokio::task::yield_now().await;
+                        }
+                    };
+                    if wrap {
+                        tokio::spawn(tasklocal::Task::isolated(work))
+                    } else {
+                        tokio::spawn(work)
+                    }
+                })
+                .collect();
+            for handle in handles {
+                handle.await.unwrap();
+            }
+        });
+        start
+            .elapsed()
+            .mul_f64(iters as f64 / (per_task * tasks) as f64)
+    }
+
+    fn poll(c: &mut Criterion) {
+        let mut g = c.benchmark_group("poll_current_thread");
+        for (name, mode, wrap, set) in [
+            ("plain", Mode::Plain, false, false),
+            ("noop_hooks", Mode::NoopHooks, false, false),
+            ("automatic", Mode::Automatic, false, false),
+            ("automatic_one_value_set", Mode::Automatic, false, true),
+            (
+                "plain_tasklocal_task_one_value_set",
+                Mode::Plain,
+                true,
+                true,
+            ),
+        ] {
+            let rt = current_thread(mode);
+            g.bench_function(name, |b| {
+                b.iter_custom(|iters| polls(&rt, 1, iters, wrap, set))
+            });
+        }
+        g.finish();
+
+        let mut g = c.benchmark_group("poll_multi_thread_2_workers_64_tasks");
+        for (name, mode, set) in [
+            ("plain", Mode::Plain, false),
+            ("noop_hooks", Mode::NoopHooks, false),
+            ("automatic_one_value_set", Mode::Automatic, true),
+        ] {
+            let rt = multi_thread(mode);
+            g.bench_function(name, |b| {
+                b.iter_custom(|iters| polls(&rt, 64, iters.max(64), false, set))
+            });
+        }
+        g.finish();
+    }
+
+    /// Spawn and await a task that does nothing: the spawn and terminate hooks.
+    fn spawn(c: &mut Criterion) {
+        let mut g = c.benchmark_group("spawn_await_current_thread");
+        for (name, mode) in [("plain", Mode::Plain), ("automatic", Mode::Automatic)] {
+            let rt = current_thread(mode);
+            g.bench_function(name, |b| {
+                b.iter_custom(|iters| {
+                    let start = Instant::now();
+                    rt.block_on(async {
+                        for _ in 0..iters {
+                            tokio::spawn(async {}).await.unwrap();
+                        }
+                    });
+                    start.elapsed()
+                })
+            });
+        }
+        g.finish();
+    }
+
+    criterion_group!(benches, poll, spawn);
+}
+
+#[cfg(tokio_unstable)]
+criterion::criterion_main!(automatic::benches);
+
+#[cfg(not(tokio_unstable))]
+fn main() {
+    eprintln!(
+        "automatic mode needs tokio's task hooks: run with RUSTFLAGS=\"--cfg tokio_unstable\""
+    );
+}

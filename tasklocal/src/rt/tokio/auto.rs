@@ -1,0 +1,593 @@
+//! Automatic mode: every task of a runtime owns a storage, through tokio's task hooks
+//! (`--cfg tokio_unstable`).
+//!
+//! # How it works
+//!
+//! Each task's state is a [`Frame`], kept in a [`Registry`] under the task's id while
+//! the task is not polled:
+//!
+//! * `on_task_spawn` runs on the spawning thread before the child is scheduled: it
+//!   files a frame seeded from the spawner's inheritable values (the *current* owner
+//!   of that thread, not `tokio::task::try_id()`, which on a worker outside a poll is
+//!   the worker's own blocking-task id). A frame allocates nothing until used.
+//! * `on_before_task_poll` takes the frame out of the registry and swaps it into the
+//!   thread's current slot ([`current::swap`]); the frame it displaces is kept in
+//!   this thread's window stack ([`WINDOWS`]; windows nest when a nested runtime runs
+//!   inside `block_in_place`).
+//! * `on_after_task_poll` swaps the outer frame back and files the task's frame again.
+//! * `on_task_terminate` tears the storage down with [`current::finish`] while it is
+//!   current: handlers last-registered first with values readable, then values.
+//!   tokio (1.54) calls it inside the final poll window for completion, panic and the
+//!   abort of an idle task (the future is dropped in that window too, so its `Drop`
+//!   sees the task's values), and outside any window at runtime shutdown; there the
+//!   frame is swapped in for the teardown and out again.
+//!
+//! Two orderings of tokio need care:
+//!
+//! * **Polls can overlap.** tokio may re-schedule a task inside `task.run()`, before
+//!   that poll's after-poll hook runs, so another worker can start the next poll (or
+//!   shut the task down) while the previous after-poll has not yet filed the frame.
+//!   The next poll then waits (spinning briefly, then yielding) for the frame: the
+//!   holder is only running tokio internals and the after-poll hooks.
+//! * **Spawning onto a closed runtime** shuts the task down inside `spawn`, before the
+//!   spawn hook: the terminate hook finds no frame and says so in [`STILLBORN`], and
+//!   the spawn hook that follows on the same thread files nothing.
+//!
+//! No lock is global: the registry is split into cache-line-aligned shards by task
+//! id, each a `Mutex<HashMap>` held only for a lookup; no user code ever runs while a
+//! shard is locked (frames are dropped after the lock is released).
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use ::tokio::runtime::{Builder, TaskMeta};
+use ::tokio::task::Id;
+
+use crate::current::{self, Frame};
+use crate::snapshot::Snapshot;
+
+/// Gives every task of the runtime built by `builder` its own storage, with no
+/// wrapper: automatic mode.
+///
+/// After it, every task the runtime runs — spawned by your code or inside hyper,
+/// axum, tonic or any other crate — has its own storage: created at spawn with the
+/// spawner's [inheritable](crate::Local::inheritable) values, current during each
+/// poll, and torn down when the task terminates (completion, abort, panic, runtime
+/// shutdown): exit handlers last-registered first, then values dropped.
+///
+/// ```
+/// # #[cfg(tokio_unstable)] {
+/// static USER: tasklocal::Local<String> = tasklocal::Local::inheritable();
+///
+/// let mut builder = tokio::runtime::Builder::new_multi_thread();
+/// tasklocal::tokio::install(builder.enable_all());
+/// let rt = builder.build().unwrap();
+///
+/// rt.block_on(async {
+///     tokio::spawn(async {
+///         USER.set("ada".into()); // plain tokio::spawn: no wrapper
+///         let child = tokio::spawn(async { USER.get() }); // inherited at spawn
+///         assert_eq!(child.await.unwrap().as_deref(), Some("ada"));
+///     })
+///     .await
+///     .unwrap();
+/// });
+/// # }
+/// ```
+///
+/// Call it **after** any `on_task_spawn`, `on_before_task_poll`,
+/// `on_after_task_poll` or `on_task_terminate` of your own: tokio keeps one callback
+/// per hook, and a later call replaces the earlier one. To keep callbacks of your
+/// own, pass them to [`install_with`]. See [the module docs](crate::tokio) for
+/// `spawn_blocking`, `LocalSet` and the other limits.
+pub fn install(builder: &mut Builder) -> &mut Builder {
+    install_with(builder, Hooks::new())
+}
+
+/// [`install`], keeping task hooks of your own: tokio allows one callback per hook,
+/// so automatic mode calls yours from its own.
+///
+/// Yours run with the task's storage current where there is one:
+///
+/// | hook | when yours runs |
+/// |---|---|
+/// | [`on_task_spawn`](Hooks::on_task_spawn) | after the child's storage is prepared; the *spawner's* storage is current |
+/// | [`on_before_task_poll`](Hooks::on_before_task_poll) | after the task's storage became current |
+/// | [`on_after_task_poll`](Hooks::on_after_task_poll) | while the task's storage is still current (after the final poll: after its teardown) |
+/// | [`on_task_terminate`](Hooks::on_task_terminate) | before the teardown, with the task's values readable |
+///
+/// ```
+/// # #[cfg(tokio_unstable)] {
+/// use std::sync::atomic::{AtomicUsize, Ordering};
+/// use std::sync::Arc;
+/// static REQUEST: tasklocal::Local<u32> = tasklocal::Local::new();
+///
+/// let ended = Arc::new(AtomicUsize::new(0));
+/// let seen = ended.clone();
+/// let hooks = tasklocal::tokio::Hooks::new().on_task_terminate(move |_meta| {
+///     // The task's values are still readable here.
+///     if REQUEST.get() == Some(7) {
+///         seen.fetch_add(1, Ordering::SeqCst);
+///     }
+/// });
+/// let mut builder = tokio::runtime::Builder::new_current_thread();
+/// tasklocal::tokio::install_with(&mut builder, hooks);
+/// let rt = builder.build().unwrap();
+/// rt.block_on(async { tokio::spawn(async { REQUEST.set(7) }).await.unwrap() });
+/// drop(rt); // the runtime is gone: every task has terminated
+/// assert_eq!(ended.load(Ordering::SeqCst), 1);
+/// # }
+/// ```
+pub fn install_with(builder: &mut Builder, hooks: Hooks) -> &mut Builder {
+    let Hooks {
+        spawn,
+        before_poll,
+        after_poll,
+        terminate,
+    } = hooks;
+    let registry = Arc::new(Registry::new());
+    let (r1, r2, r3, r4) = (
+        registry.clone(),
+        registry.clone(),
+        registry.clone(),
+        registry,
+    );
+    builder
+        .on_task_spawn(move |meta| {
+            r1.spawn(meta.id());
+            if let Some(f) = &spawn {
+                f(meta);
+            }
+        })
+        .on_before_task_poll(move |meta| {
+            r2.before_poll(meta.id());
+            if let Some(f) = &before_poll {
+                f(meta);
+            }
+        })
+        .on_after_task_poll(move |meta| {
+            if let Some(f) = &after_poll {
+                f(meta);
+            }
+            r3.after_poll(meta.id());
+        })
+        .on_task_terminate(move |meta| r4.terminate(meta, terminate.as_deref()))
+}
+
+/// A task hook, as tokio takes it.
+type HookFn = dyn Fn(&TaskMeta<'_>) + Send + Sync;
+type Callback = Arc<HookFn>;
+
+/// Task hooks of your own, for [`install_with`] to run alongside automatic mode's.
+///
+/// The methods mirror those of [`tokio::runtime::Builder`](::tokio::runtime::Builder);
+/// setting one twice keeps the last, as tokio does.
+///
+/// ```
+/// # #[cfg(tokio_unstable)] {
+/// let hooks = tasklocal::tokio::Hooks::new()
+///     .on_task_spawn(|meta| println!("spawned {}", meta.id()))
+///     .on_task_terminate(|meta| println!("ended {}", meta.id()));
+/// let mut builder = tokio::runtime::Builder::new_multi_thread();
+/// tasklocal::tokio::install_with(&mut builder, hooks);
+/// # }
+/// ```
+#[derive(Clone, Default)]
+pub struct Hooks {
+    spawn: Option<Callback>,
+    before_poll: Option<Callback>,
+    after_poll: Option<Callback>,
+    terminate: Option<Callback>,
+}
+
+impl Hooks {
+    /// No hooks of your own.
+    ///
+    /// ```
+    /// # #[cfg(tokio_unstable)] {
+    /// let mut builder = tokio::runtime::Builder::new_current_thread();
+    /// tasklocal::tokio::install_with(&mut builder, tasklocal::tokio::Hooks::new());
+    /// # }
+    /// ```
+    pub fn new() -> Hooks {
+        Hooks::default()
+    }
+
+    /// Runs `f` when a task is spawned, on the spawning thread, after automatic mode
+    /// prepared the child's storage; the spawner's storage is current.
+    ///
+    /// ```
+    /// # #[cfg(tokio_unstable)] {
+    /// let hooks = tasklocal::tokio::Hooks::new().on_task_spawn(|meta| {
+    ///     println!("task {} spawned at {}", meta.id(), meta.spawned_at());
+    /// });
+    /// # let _ = hooks;
+    /// # }
+    /// ```
+    pub fn on_task_spawn(mut self, f: impl Fn(&TaskMeta<'_>) + Send + Sync + 'static) -> Hooks {
+        self.spawn = Some(Arc::new(f));
+        self
+    }
+
+    /// Runs `f` before each poll of a task, with the task's storage current.
+    ///
+    /// ```
+    /// # #[cfg(tokio_unstable)] {
+    /// static POLLS: tasklocal::Local<u64> = tasklocal::Local::with_initial(|| 0);
+    /// // Counts the polls of every task, in the task's own storage.
+    /// let hooks = tasklocal::tokio::Hooks::new().on_before_task_poll(|_| {
+    ///     POLLS.with_mut(|n| *n += 1);
+    /// });
+    /// # let _ = hooks;
+    /// # }
+    /// ```
+    pub fn on_before_task_poll(
+        mut self,
+        f: impl Fn(&TaskMeta<'_>) + Send + Sync + 'static,
+    ) -> Hooks {
+        self.before_poll = Some(Arc::new(f));
+        self
+    }
+
+    /// Runs `f` after each poll of a task, while the task's storage is still current.
+    /// After the task's final poll, its storage has already been torn down: `f` sees
+    /// an empty storage, and anything it sets is dropped right after it returns.
+    ///
+    /// ```
+    /// # #[cfg(tokio_unstable)] {
+    /// let hooks = tasklocal::tokio::Hooks::new().on_after_task_poll(|meta| {
+    ///     let _ = meta.id();
+    /// });
+    /// # let _ = hooks;
+    /// # }
+    /// ```
+    pub fn on_after_task_poll(
+        mut self,
+        f: impl Fn(&TaskMeta<'_>) + Send + Sync + 'static,
+    ) -> Hooks {
+        self.after_poll = Some(Arc::new(f));
+        self
+    }
+
+    /// Runs `f` when a task terminates, before its storage is torn down: the task's
+    /// values are readable. For tasks without storage (`spawn_blocking` closures) the
+    /// thread's current storage is whatever it is — for a blocking task, none.
+    ///
+    /// ```
+    /// # #[cfg(tokio_unstable)] {
+    /// static REQUEST: tasklocal::Local<String> = tasklocal::Local::new();
+    /// let hooks = tasklocal::tokio::Hooks::new().on_task_terminate(|meta| {
+    ///     if let Some(request) = REQUEST.get() {
+    ///         println!("task {} served {request}", meta.id());
+    ///     }
+    /// });
+    /// # let _ = hooks;
+    /// # }
+    /// ```
+    pub fn on_task_terminate(mut self, f: impl Fn(&TaskMeta<'_>) + Send + Sync + 'static) -> Hooks {
+        self.terminate = Some(Arc::new(f));
+        self
+    }
+}
+
+impl fmt::Debug for Hooks {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Hooks")
+            .field("on_task_spawn", &self.spawn.is_some())
+            .field("on_before_task_poll", &self.before_poll.is_some())
+            .field("on_after_task_poll", &self.after_poll.is_some())
+            .field("on_task_terminate", &self.terminate.is_some())
+            .finish()
+    }
+}
+
+thread_local! {
+    /// The poll windows open on this thread, innermost last.
+    static WINDOWS: RefCell<Vec<Window>> = const { RefCell::new(Vec::new()) };
+    /// A task whose terminate hook found no frame on this thread: if the next spawn
+    /// hook here is for the same task, it was spawned onto a closed runtime and has
+    /// already ended.
+    static STILLBORN: Cell<Option<Id>> = const { Cell::new(None) };
+}
+
+/// One poll of a task, open on this thread.
+struct Window {
+    id: Id,
+    /// The frame that is *not* current: while `entered`, the one the task's frame
+    /// displaced; otherwise (the thread could not switch) the task's own.
+    frame: Frame,
+    entered: bool,
+    /// The task terminated inside this window.
+    terminated: bool,
+}
+
+/// How many shards the registry has: a power of two, well above the number of
+/// threads that poll at once, so that two of them rarely meet on one lock.
+const SHARDS: usize = 64;
+
+/// A task's frame while no poll has it; `None` while a poll window has it.
+type Slot = Option<Frame>;
+type Slots = HashMap<u64, Slot, BuildHasherDefault<SlotHasher>>;
+
+/// One shard, on cache lines of its own.
+#[repr(align(128))]
+struct Shard(Mutex<Slots>);
+
+/// Every task's frame, by task id.
+struct Registry {
+    shards: Box<[Shard]>,
+}
+
+impl Registry {
+    fn new() -> Registry {
+        Registry {
+            shards: (0..SHARDS)
+                .map(|_| Shard(Mutex::new(Slots::default())))
+                .collect(),
+        }
+    }
+
+    /// The shard of task `key`, locked. No code of ours panics while holding it;
+    /// poisoning is ignored all the same rather than breaking the runtime.
+    #[inline]
+    fn lock(&self, key: u64) -> MutexGuard<'_, Slots> {
+        self.shards[key as usize % SHARDS]
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn spawn(&self, id: Id) {
+        let stillborn = STILLBORN
+            .try_with(|s| s.get() == Some(id) && s.take().is_some())
+            .unwrap_or(false);
+        if stillborn {
+            return;
+        }
+        let frame = Snapshot::capture().into_frame();
+        let key = key(id);
+        let old = self.lock(key).insert(key, Some(frame));
+        // Dropped outside the lock (never anything: ids are unique).
+        drop(old);
+    }
+
+    fn before_poll(&self, id: Id) {
+        let mut frame = self
+            .check_out(key(id), false)
+            .unwrap_or_else(|| Frame::new(None));
+        let entered = current::swap(&mut frame).is_ok();
+        let mut window = Some(Window {
+            id,
+            frame,
+            entered,
+            terminated: false,
+        });
+        let _ = WINDOWS.try_with(|w| {
+            if let Some(window) = window.take() {
+                w.borrow_mut().push(window);
+            }
+        });
+        if let Some(window) = window {
+            // This thread's locals are gone (a poll from a thread-local destructor):
+            // run the task without its storage rather than lose it.
+            self.close(window);
+        }
+    }
+
+    fn after_poll(&self, id: Id) {
+        let window = WINDOWS
+            .try_with(|w| {
+                let mut w = w.borrow_mut();
+                // Windows nest: the innermost one is this task's.
+                match w.last() {
+                    Some(top) if top.id == id => w.pop(),
+                    _ => None,
+                }
+            })
+            .ok()
+            .flatten();
+        if let Some(window) = window {
+            self.close(window);
+        }
+    }
+
+    /// Ends a poll window: the task's frame leaves the thread and goes back to the
+    /// registry, or is torn down if the task terminated meanwhile.
+    fn close(&self, window: Window) {
+        let Window {
+            id,
+            mut frame,
+            entered,
+            terminated,
+        } = window;
+        if entered {
+            if terminated {
+                // Torn down already, unless the task terminated in a window further
+                // out; and the user's after-poll callback may have set something since.
+                current::finish();
+            }
+            if current::swap(&mut frame).is_err() {
+                // Cannot happen: the swap that opened the window succeeded under the
+                // same borrows. The task's frame stays where it is.
+                return;
+            }
+        }
+        if terminated {
+            finish_detached(frame, || ());
+        } else {
+            let key = key(id);
+            let old = {
+                let mut slots = self.lock(key);
+                match slots.get_mut(&key) {
+                    Some(slot) => slot.replace(frame),
+                    None => slots.insert(key, Some(frame)).flatten(),
+                }
+            };
+            drop(old);
+        }
+    }
+
+    fn terminate(&self, meta: &TaskMeta<'_>, user: Option<&HookFn>) {
+        let id = meta.id();
+        let user = || {
+            if let Some(f) = user {
+                f(meta);
+            }
+        };
+        // In the task's own poll window on this thread (completion, panic, abort)?
+        // `Some(true)`: innermost and entered, so its frame is current.
+        let in_window = WINDOWS
+            .try_with(|w| {
+                let mut w = w.borrow_mut();
+                let innermost = w.len().checked_sub(1);
+                let (i, window) = w.iter_mut().enumerate().rev().find(|(_, w)| w.id == id)?;
+                window.terminated = true;
+                Some(window.entered && Some(i) == innermost)
+            })
+            .ok()
+            .flatten();
+        match in_window {
+            Some(current) => {
+                // The frame is the window's; the slot (empty) goes.
+                let key = key(id);
+                let slot = self.lock(key).remove(&key);
+                drop(slot);
+                user();
+                if current {
+                    current::finish();
+                }
+                // Otherwise the window's `close` tears the frame down.
+            }
+            None => match self.check_out(key(id), true) {
+                // Runtime shutdown: the future was dropped outside any poll.
+                Some(frame) => finish_detached(frame, user),
+                // A blocking task, or a task spawned onto a closed runtime whose spawn
+                // hook comes next.
+                None => {
+                    let _ = STILLBORN.try_with(|s| s.set(Some(id)));
+                    user();
+                }
+            },
+        }
+    }
+
+    /// Takes task `key`'s frame (`remove`: and its slot), waiting if the previous poll
+    /// window has not filed it yet. `None` when the task has no slot.
+    fn check_out(&self, key: u64, remove: bool) -> Option<Frame> {
+        let mut spins = 0u32;
+        loop {
+            {
+                let mut slots = self.lock(key);
+                match slots.get_mut(&key) {
+                    None => return None,
+                    Some(slot) if slot.is_some() => {
+                        return if remove {
+                            slots.remove(&key).flatten()
+                        } else {
+                            slot.take()
+                        };
+                    }
+                    // A poll window on another thread still has it: tokio re-scheduled
+                    // the task before that window's after-poll hook ran.
+                    Some(_) => {}
+                }
+            }
+            spins += 1;
+            if spins < 64 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+        }
+    }
+}
+
+impl Drop for Registry {
+    /// The runtime and all its tasks are gone. A frame can be left only when a spawn
+    /// hook raced the runtime's shutdown on another thread and filed it after the
+    /// task's terminate hook ran: such a task never ran, its frame holds at most
+    /// inherited values. Tear them down here rather than leak.
+    fn drop(&mut self) {
+        for shard in self.shards.iter_mut() {
+            let slots = std::mem::take(shard.0.get_mut().unwrap_or_else(PoisonError::into_inner));
+            for frame in slots.into_values().flatten() {
+                finish_detached(frame, || ());
+            }
+        }
+    }
+}
+
+/// Makes `frame` current for `first` and its teardown, then restores the previous
+/// frame. When the thread cannot switch, `first` runs as is and the frame is torn
+/// down where it stands.
+fn finish_detached(mut frame: Frame, first: impl FnOnce()) {
+    if current::swap(&mut frame).is_ok() {
+        first();
+        current::finish();
+        let _ = current::swap(&mut frame);
+    } else {
+        first();
+    }
+    drop(frame);
+}
+
+/// The raw value of a task id (tokio hashes it as one `u64`).
+#[inline]
+fn key(id: Id) -> u64 {
+    let mut raw = RawId(0);
+    id.hash(&mut raw);
+    raw.0
+}
+
+/// Reads the `u64` an id hashes as; any other input is folded in (FNV-1a), so that
+/// ids stay distinct whatever tokio's `Hash` does.
+struct RawId(u64);
+
+impl Hasher for RawId {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+
+    #[inline]
+    fn write_u64(&mut self, n: u64) {
+        self.0 = if self.0 == 0 {
+            n
+        } else {
+            (self.0 ^ n).wrapping_mul(0x100_0000_01b3)
+        };
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// The hasher of a shard's map. Keys of one shard share their low bits, so the
+/// multiply's well-mixed high half is rotated into the low bits that pick a bucket.
+#[derive(Default)]
+struct SlotHasher(u64);
+
+impl Hasher for SlotHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    #[inline]
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            .rotate_left(32);
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
