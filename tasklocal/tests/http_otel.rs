@@ -1,0 +1,473 @@
+//! Interoperability with the OpenTelemetry Rust SDK propagators as the peer, both
+//! directions: first the codecs on a corpus of ordinary and edge cases, then
+//! `inject`/`extract` on real header maps.
+//!
+//! Known OTel deviations from W3C (ours follows W3C; see `tasklocal::http`):
+//! * OTel trims leading/trailing whitespace of *decoded* values, so
+//!   `k=%20x%20` reads as `x` there (we read ` x `).
+//! * OTel percent-decodes keys (we take keys verbatim, as W3C tokens).
+//! * OTel cuts a value at a raw `=` (`k=a=b` reads `a`); we never write a
+//!   raw `=` in a value.
+//! * OTel's traceparent propagator keeps only the `sampled` flag; the Level 2
+//!   `random` flag does not survive a trip through it.
+#![cfg(feature = "http")]
+
+use std::collections::HashMap;
+
+use http::{HeaderMap, HeaderValue};
+use opentelemetry::baggage::{Baggage as OtelBaggage, BaggageExt, KeyValueMetadata};
+use opentelemetry::propagation::TextMapPropagator;
+use opentelemetry::trace::{
+    SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState as OtelTraceState,
+};
+use opentelemetry::{Context, KeyValue};
+use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
+use tasklocal::http::{extract, inject, Baggage, TraceContext, TraceParent, TraceState};
+use tasklocal::{mdc, Snapshot};
+
+/// Key/value corpus that both sides must carry exactly.
+const CORPUS: &[(&str, &str)] = &[
+    ("plain", "value"),
+    ("space", "hello world"),
+    ("equals", "a=b=c"),
+    ("comma", "a,b"),
+    ("semicolon", "a;b"),
+    ("percent", "100%"),
+    ("escape-like", "%41%zz%"),
+    ("accent", "é"),
+    ("cjk", "日本"),
+    ("empty", ""),
+    ("quote", "\"q\""),
+    ("backslash", "a\\b"),
+    ("controls", "tab\there\r\nnext"),
+    ("plus", "a+b"),
+    ("emoji", "🦀 ok"),
+    ("Token.Chars_~!#$&'*+^`|", "k"),
+];
+
+fn otel_extract_baggage(header: &str) -> Context {
+    let carrier = HashMap::from([("baggage".to_owned(), header.to_owned())]);
+    BaggagePropagator::new().extract(&carrier)
+}
+
+fn otel_inject_baggage(baggage: OtelBaggage) -> String {
+    let mut carrier = HashMap::new();
+    BaggagePropagator::new().inject_context(&Context::new().with_baggage(baggage), &mut carrier);
+    carrier.remove("baggage").unwrap_or_default()
+}
+
+#[test]
+fn our_baggage_is_read_by_otel() {
+    let mut bag = Baggage::new();
+    for (k, v) in CORPUS {
+        bag.insert(*k, *v);
+    }
+    let header = bag.to_string();
+    let cx = otel_extract_baggage(&header);
+    assert_eq!(cx.baggage().len(), CORPUS.len(), "{header}");
+    for (k, v) in CORPUS {
+        let got = cx.baggage().get(*k).map(|s| s.as_str());
+        assert_eq!(got, Some(*v), "key {k:?} in {header}");
+    }
+}
+
+#[test]
+fn otel_baggage_is_read_by_us() {
+    let otel: OtelBaggage = CORPUS.iter().map(|(k, v)| KeyValue::new(*k, *v)).collect();
+    let header = otel_inject_baggage(otel);
+    let bag = Baggage::parse(&header);
+    let cx = otel_extract_baggage(&header);
+    assert_eq!(bag.len(), CORPUS.len(), "{header}");
+    for (k, v) in CORPUS {
+        // OTel does not escape `%`, so it reads its own `%41` back as `A`;
+        // we read what OTel itself reads.
+        let expected = if *k == "escape-like" { "A%zz%" } else { v };
+        assert_eq!(bag.get(k), Some(expected), "key {k:?} in {header}");
+        assert_eq!(bag.get(k), cx.baggage().get(*k).map(|v| v.as_str()));
+    }
+}
+
+#[test]
+fn properties_both_ways() {
+    let ours = Baggage::parse("k=v; p1 ;p2=x,plain=1");
+    let cx = otel_extract_baggage(&ours.to_string());
+    let (value, meta) = cx.baggage().get_with_metadata("k").unwrap();
+    assert_eq!((value.as_str(), meta.as_str()), ("v", "p1;p2=x"));
+
+    let otel = OtelBaggage::from([KeyValueMetadata::new("k", "v", "p1;p2=x")]);
+    let bag = Baggage::parse(&otel_inject_baggage(otel));
+    assert_eq!(bag.get("k"), Some("v"));
+    assert_eq!(
+        bag.properties("k"),
+        Some(&["p1".to_owned(), "p2=x".to_owned()][..])
+    );
+}
+
+#[test]
+fn full_size_baggage_is_read_by_otel() {
+    // 64 members, as close to 8192 bytes as our writer allows.
+    let mut bag = Baggage::new();
+    for i in 0..64 {
+        bag.insert(format!("k{i:02}"), "v".repeat(123));
+    }
+    let (header, dropped) = bag.to_header_value();
+    assert_eq!((dropped, header.len()), (0, 64 * 127 + 63));
+    let cx = otel_extract_baggage(&header);
+    assert_eq!(cx.baggage().len(), 64);
+    // Beyond the limits we drop whole members, and OTel reads what's left.
+    bag.insert("overflow", "x");
+    let (header, dropped) = bag.to_header_value();
+    assert_eq!(dropped, 1);
+    assert_eq!(otel_extract_baggage(&header).baggage().len(), 64);
+}
+
+#[test]
+fn documented_deviations() {
+    // Surrounding whitespace in a value: W3C keeps it, OTel trims it.
+    let mut bag = Baggage::new();
+    bag.insert("k", " x ");
+    let header = bag.to_string();
+    assert_eq!(Baggage::parse(&header).get("k"), Some(" x "));
+    assert_eq!(
+        otel_extract_baggage(&header)
+            .baggage()
+            .get("k")
+            .map(|v| v.as_str()),
+        Some("x")
+    );
+    // Keys: W3C tokens are verbatim; OTel percent-decodes them.
+    let header = "a%41=1";
+    assert_eq!(Baggage::parse(header).get("a%41"), Some("1"));
+    assert!(otel_extract_baggage(header).baggage().get("aA").is_some());
+    // A raw `=` in a value: W3C keeps it, OTel cuts there.
+    assert_eq!(Baggage::parse("k=a=b").get("k"), Some("a=b"));
+    let cx = otel_extract_baggage("k=a=b");
+    assert_eq!(cx.baggage().get("k").map(|v| v.as_str()), Some("a"));
+}
+
+#[test]
+fn our_traceparent_is_read_by_otel() {
+    for sampled in [false, true] {
+        let ours = TraceParent::new_random().with_sampled(sampled);
+        let state = TraceState::parse("rojo=00f067aa0ba902b7,t@vendor=x y");
+        let carrier = HashMap::from([
+            ("traceparent".to_owned(), ours.to_string()),
+            ("tracestate".to_owned(), state.to_string()),
+        ]);
+        let cx = TraceContextPropagator::new().extract(&carrier);
+        let span = cx.span();
+        let sc = span.span_context();
+        assert!(sc.is_valid() && sc.is_remote());
+        assert_eq!(sc.trace_id().to_string(), ours.trace_id());
+        assert_eq!(sc.span_id().to_string(), ours.parent_id());
+        assert_eq!(sc.is_sampled(), sampled);
+        assert_eq!(sc.trace_state().header(), state.to_string());
+    }
+}
+
+#[test]
+fn otel_traceparent_is_read_by_us() {
+    for (flags, sampled) in [(TraceFlags::default(), false), (TraceFlags::SAMPLED, true)] {
+        let sc = SpanContext::new(
+            TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap(),
+            SpanId::from_hex("00f067aa0ba902b7").unwrap(),
+            flags,
+            true,
+            OtelTraceState::from_key_value([("congo", "t61rcWkgMzE"), ("a@b", "1")]).unwrap(),
+        );
+        let mut carrier = HashMap::new();
+        TraceContextPropagator::new()
+            .inject_context(&Context::new().with_remote_span_context(sc), &mut carrier);
+        let tp = TraceParent::parse(&carrier["traceparent"]).unwrap();
+        assert_eq!(tp.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(tp.parent_id(), "00f067aa0ba902b7");
+        assert_eq!(tp.sampled(), sampled);
+        let ts = TraceState::parse(&carrier["tracestate"]);
+        assert_eq!(ts.to_string(), "congo=t61rcWkgMzE,a@b=1");
+    }
+}
+
+#[test]
+fn traceparent_edge_cases_agree_with_otel() {
+    let id = "4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7";
+    // Deviations: OTel also accepts a trailing `-` after a version 00 header
+    // and one-digit flags; W3C requires exactly 55 characters, we reject.
+    for header in [format!("00-{id}-01-"), format!("00-{id}-1")] {
+        assert!(TraceParent::parse(&header).is_none());
+    }
+    for header in [
+        format!("00-{id}-01"),
+        format!("00-{id}-09"),
+        format!("00-{id}-03"),
+        format!(" \t00-{id}-00\t "),
+        format!("01-{id}-01-extra"),
+        format!("fe-{id}-01"),
+        format!("00-{id}-01-extra"),
+        format!("00-{}-01", id.to_uppercase()),
+        format!("ff-{id}-01"),
+        format!("00-{}-00f067aa0ba902b7-01", "0".repeat(32)),
+        format!("00-4bf92f3577b34da6a3ce929d0e0e4736-{}-01", "0".repeat(16)),
+        format!("00-{id}"),
+        format!("00-{id}-"),
+    ] {
+        let ours = TraceParent::parse(&header);
+        let carrier = HashMap::from([("traceparent".to_owned(), header.clone())]);
+        let cx = TraceContextPropagator::new().extract(&carrier);
+        let span = cx.span();
+        let sc = span.span_context();
+        assert_eq!(ours.is_some(), sc.is_valid(), "{header}");
+        if let Some(tp) = ours {
+            assert_eq!(tp.sampled(), sc.is_sampled(), "{header}");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// `inject`/`extract` on header maps, against the SDK's propagators.
+
+/// The header map as an OpenTelemetry carrier.
+fn carrier(headers: &HeaderMap) -> HashMap<String, String> {
+    headers
+        .iter()
+        .map(|(name, value)| (name.to_string(), value.to_str().unwrap().to_owned()))
+        .collect()
+}
+
+/// An OpenTelemetry carrier as a header map.
+fn header_map(carrier: &HashMap<String, String>) -> HeaderMap {
+    carrier
+        .iter()
+        .map(|(name, value)| (name.parse().unwrap(), HeaderValue::from_str(value).unwrap()))
+        .collect()
+}
+
+/// What OpenTelemetry reads from the headers `inject` writes with this MDC.
+fn otel_reads_injected(pairs: &[(&str, &str)]) -> (HeaderMap, Context) {
+    let headers = Snapshot::empty().run(|| {
+        mdc::extend(pairs.iter().copied());
+        let mut headers = HeaderMap::new();
+        inject(&mut headers);
+        headers
+    });
+    let carrier = carrier(&headers);
+    let cx = BaggagePropagator::new().extract(&carrier);
+    let cx = TraceContextPropagator::new().extract_with_context(&cx, &carrier);
+    (headers, cx)
+}
+
+#[test]
+fn injected_mdc_is_read_by_otel_to_the_same_values() {
+    let (headers, cx) = otel_reads_injected(CORPUS);
+    assert_eq!(cx.baggage().len(), CORPUS.len(), "{:?}", headers["baggage"]);
+    for (k, v) in CORPUS {
+        assert_eq!(
+            cx.baggage().get(*k).map(|v| v.as_str()),
+            Some(*v),
+            "key {k:?}"
+        );
+    }
+}
+
+#[test]
+fn otel_baggage_is_extracted_into_the_mdc() {
+    let otel: OtelBaggage = CORPUS.iter().map(|(k, v)| KeyValue::new(*k, *v)).collect();
+    let mut carrier = HashMap::new();
+    BaggagePropagator::new().inject_context(&Context::new().with_baggage(otel), &mut carrier);
+    let seen = extract(&header_map(&carrier)).run(mdc::to_vec);
+    let read_by_otel = otel_extract_baggage(&carrier["baggage"]);
+    assert_eq!(seen.len(), CORPUS.len());
+    for (k, v) in &seen {
+        assert_eq!(
+            read_by_otel.baggage().get(k.as_str()).map(|v| v.as_str()),
+            Some(v.as_str()),
+            "key {k:?}"
+        );
+    }
+}
+
+#[test]
+fn extract_then_inject_passes_otel_baggage_on_unchanged() {
+    // A service in the middle passes on what it received, properties included.
+    let otel = OtelBaggage::from([
+        KeyValueMetadata::new("request_id", "r-1", "ttl=30"),
+        KeyValueMetadata::new("tenant", "acme corp", ""),
+    ]);
+    let mut carrier = HashMap::new();
+    BaggagePropagator::new().inject_context(&Context::new().with_baggage(otel), &mut carrier);
+    let out = extract(&header_map(&carrier)).run(|| {
+        let mut out = HeaderMap::new();
+        inject(&mut out);
+        out
+    });
+    let cx = otel_extract_baggage(out["baggage"].to_str().unwrap());
+    let (value, meta) = cx.baggage().get_with_metadata("request_id").unwrap();
+    assert_eq!((value.as_str(), meta.as_str()), ("r-1", "ttl=30"));
+    assert_eq!(
+        cx.baggage().get("tenant").map(|v| v.as_str()),
+        Some("acme corp")
+    );
+    // A member changed on the way loses its properties: they described the old value.
+    let out = extract(&header_map(&carrier)).run(|| {
+        mdc::insert("request_id", "r-2");
+        let mut out = HeaderMap::new();
+        inject(&mut out);
+        out
+    });
+    let cx = otel_extract_baggage(out["baggage"].to_str().unwrap());
+    let (value, meta) = cx.baggage().get_with_metadata("request_id").unwrap();
+    assert_eq!((value.as_str(), meta.as_str()), ("r-2", ""));
+}
+
+#[test]
+fn injected_traceparent_continues_the_extracted_trace_in_otel() {
+    let incoming = HashMap::from([
+        (
+            "traceparent".to_owned(),
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_owned(),
+        ),
+        (
+            "tracestate".to_owned(),
+            "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE".to_owned(),
+        ),
+    ]);
+    let out = extract(&header_map(&incoming)).run(|| {
+        let mut out = HeaderMap::new();
+        inject(&mut out);
+        out
+    });
+    let cx = TraceContextPropagator::new().extract(&carrier(&out));
+    let span = cx.span();
+    let sc = span.span_context();
+    assert!(sc.is_valid());
+    assert_eq!(
+        sc.trace_id().to_string(),
+        "4bf92f3577b34da6a3ce929d0e0e4736"
+    );
+    assert_ne!(
+        sc.span_id().to_string(),
+        "00f067aa0ba902b7",
+        "a new parent id"
+    );
+    assert!(sc.is_sampled());
+    assert_eq!(
+        sc.trace_state().header(),
+        "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE"
+    );
+}
+
+#[test]
+fn otel_traceparent_is_extracted_as_the_trace_context() {
+    for flags in [TraceFlags::default(), TraceFlags::SAMPLED] {
+        let sc = SpanContext::new(
+            TraceId::from_hex("0af7651916cd43dd8448eb211c80319c").unwrap(),
+            SpanId::from_hex("b7ad6b7169203331").unwrap(),
+            flags,
+            true,
+            OtelTraceState::from_key_value([("congo", "t61rcWkgMzE")]).unwrap(),
+        );
+        let mut carrier = HashMap::new();
+        TraceContextPropagator::new()
+            .inject_context(&Context::new().with_remote_span_context(sc), &mut carrier);
+        let trace = extract(&header_map(&carrier))
+            .run(TraceContext::current)
+            .unwrap();
+        let parent = trace.traceparent();
+        assert_eq!(parent.trace_id(), "0af7651916cd43dd8448eb211c80319c");
+        assert_eq!(parent.parent_id(), "b7ad6b7169203331");
+        assert_eq!(parent.sampled(), flags.is_sampled());
+        assert_eq!(trace.tracestate().to_string(), "congo=t61rcWkgMzE");
+    }
+}
+
+#[test]
+fn a_new_trace_is_valid_for_otel() {
+    // No incoming context: `inject` starts a trace OpenTelemetry accepts.
+    let (headers, cx) = otel_reads_injected(&[]);
+    assert!(!headers.contains_key("baggage") && !headers.contains_key("tracestate"));
+    let span = cx.span();
+    let sc = span.span_context();
+    let ours = TraceParent::parse(headers["traceparent"].to_str().unwrap()).unwrap();
+    assert!(sc.is_valid() && ours.random());
+    assert_eq!(sc.trace_id().to_string(), ours.trace_id());
+    assert_eq!(sc.span_id().to_string(), ours.parent_id());
+}
+
+/// Edge cases of the W3C `traceparent`, run through `extract` and the SDK side by side:
+/// where both accept, they read the same ids and flag; where we reject, a new trace
+/// starts (and `tracestate` is dropped with it).
+#[test]
+fn traceparent_corpus_side_by_side() {
+    let id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let parent = "00f067aa0ba902b7";
+    let corpus = [
+        format!("00-{id}-{parent}-01"),
+        format!("00-{id}-{parent}-00"),
+        format!("00-{id}-{parent}-02"),
+        format!("00-{id}-{parent}-ff"),
+        format!("cc-{id}-{parent}-01-future"),
+        format!("00-{}-{parent}-01", id.to_uppercase()),
+        format!("00-{}-{parent}-01", "0".repeat(32)),
+        format!("00-{id}-{}-01", "0".repeat(16)),
+        format!("ff-{id}-{parent}-01"),
+        format!("00-{id}-{parent}"),
+        format!("00-{id}-{parent}-0x"),
+        String::from("garbage"),
+        String::new(),
+    ];
+    for header in corpus {
+        let incoming = HashMap::from([
+            ("traceparent".to_owned(), header.clone()),
+            ("tracestate".to_owned(), "congo=t61rcWkgMzE".to_owned()),
+        ]);
+        let otel_cx = TraceContextPropagator::new().extract(&incoming);
+        let otel_span = otel_cx.span();
+        let otel = otel_span.span_context();
+        let ours = extract(&header_map(&incoming))
+            .run(TraceContext::current)
+            .unwrap();
+        let accepted = ours.traceparent().trace_id() == id;
+        assert_eq!(accepted, otel.is_valid(), "{header:?}");
+        if accepted {
+            assert_eq!(ours.traceparent().parent_id(), otel.span_id().to_string());
+            assert_eq!(ours.traceparent().sampled(), otel.is_sampled());
+            assert_eq!(ours.tracestate().to_string(), "congo=t61rcWkgMzE");
+        } else {
+            assert!(ours.tracestate().is_empty(), "{header:?}");
+        }
+    }
+}
+
+/// Baggage edge cases through `extract` and the SDK side by side: every member both
+/// read, they read to the same value.
+#[test]
+fn baggage_corpus_side_by_side() {
+    let corpus = [
+        "key1=value1,key2=value2",
+        "key1 = value1, key2 = value2",
+        "userId=alice,serverNode=DF%2028,isProduction=false",
+        "key1=value1;property1;property2, key2 = value2, key3=value3; propertyKey=propertyValue",
+        "k=%E6%97%A5%E6%9C%AC",
+        "k=100%25,j=%3D%2C%3B",
+        "a=1,,b=2",
+        "bad member,a=1",
+        "a=1,a=2",
+        "k=\t v \t",
+    ];
+    for header in corpus {
+        let ours = extract(&header_map(&HashMap::from([(
+            "baggage".to_owned(),
+            header.to_owned(),
+        )])))
+        .run(mdc::to_vec);
+        let otel = otel_extract_baggage(header);
+        assert!(!ours.is_empty(), "{header:?}");
+        for (k, v) in &ours {
+            let theirs = otel
+                .baggage()
+                .get(k.as_str())
+                .map(|v| v.as_str().to_owned());
+            assert_eq!(theirs.as_deref(), Some(v.as_str()), "{header:?}: {k}");
+        }
+        assert_eq!(ours.len(), otel.baggage().len(), "{header:?}");
+    }
+}
