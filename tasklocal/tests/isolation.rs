@@ -7,10 +7,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{mpsc, Arc, Mutex};
 use std::task::{Context, Poll};
-use std::thread::ThreadId;
 
 use futures::task::noop_waker;
-use tasklocal::{Local, Snapshot, Task, TaskId};
+use tasklocal::{Local, Snapshot, Task};
 
 static NUMBER: Local<u64> = Local::new();
 static NAME: Local<String> = Local::inheritable();
@@ -50,6 +49,7 @@ fn assert_nothing() {
     assert_eq!(tasklocal::get::<_, u64>(&"owner"), None);
 }
 
+#[cfg(feature = "tokio")]
 #[test]
 fn thousands_of_migrating_tasks_each_see_only_their_own_values() {
     const TASKS: u64 = 2_000;
@@ -58,34 +58,36 @@ fn thousands_of_migrating_tasks_each_see_only_their_own_values() {
         .worker_threads(4)
         .build()
         .unwrap();
-    let results: Vec<(TaskId, HashSet<ThreadId>)> = rt.block_on(Task::isolated(async {
-        let handles: Vec<_> = (0..TASKS)
-            .map(|n| {
-                tasklocal::spawn(async move {
-                    let mut threads = HashSet::new();
-                    threads.insert(std::thread::current().id());
-                    assert_nothing();
-                    set_own(n);
-                    let id = tasklocal::id();
-                    for _ in 0..YIELDS {
-                        tokio::task::yield_now().await;
+    let results: Vec<(tasklocal::TaskId, HashSet<std::thread::ThreadId>)> =
+        rt.block_on(Task::isolated(async {
+            let handles: Vec<_> = (0..TASKS)
+                .map(|n| {
+                    tasklocal::spawn(async move {
+                        let mut threads = HashSet::new();
                         threads.insert(std::thread::current().id());
-                        assert_own(n);
-                        assert_eq!(tasklocal::id(), id);
-                    }
-                    (id, threads)
+                        assert_nothing();
+                        set_own(n);
+                        let id = tasklocal::id();
+                        for _ in 0..YIELDS {
+                            tokio::task::yield_now().await;
+                            threads.insert(std::thread::current().id());
+                            assert_own(n);
+                            assert_eq!(tasklocal::id(), id);
+                        }
+                        (id, threads)
+                    })
                 })
-            })
-            .collect();
-        let mut results = Vec::new();
-        for handle in handles {
-            results.push(handle.await.unwrap());
-        }
-        results
-    }));
-    let ids: HashSet<TaskId> = results.iter().map(|(id, _)| *id).collect();
+                .collect();
+            let mut results = Vec::new();
+            for handle in handles {
+                results.push(handle.await.unwrap());
+            }
+            results
+        }));
+    let ids: HashSet<tasklocal::TaskId> = results.iter().map(|(id, _)| *id).collect();
     assert_eq!(ids.len(), TASKS as usize, "task ids are not unique");
-    let workers: HashSet<ThreadId> = results.iter().flat_map(|(_, t)| t.clone()).collect();
+    let workers: HashSet<std::thread::ThreadId> =
+        results.iter().flat_map(|(_, t)| t.clone()).collect();
     let migrated = results.iter().filter(|(_, t)| t.len() > 1).count();
     eprintln!(
         "{TASKS} tasks ran on {} worker threads; {migrated} of them migrated",
@@ -139,6 +141,7 @@ fn a_task_moved_to_another_thread_takes_its_storage_along() {
     assert_eq!(a.join().unwrap().1, Some(100));
 }
 
+#[cfg(feature = "tokio")]
 #[test]
 fn tasks_interleaving_on_one_thread_do_not_bleed() {
     // The `thread_local!` bleed: two tasks on one current-thread runtime take turns;
@@ -179,6 +182,7 @@ fn tasks_interleaving_on_one_thread_do_not_bleed() {
     });
 }
 
+#[cfg(feature = "tokio")]
 #[test]
 fn many_tasks_interleaving_on_one_thread() {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -291,6 +295,7 @@ fn threads_and_tasks_on_the_same_thread_are_separate_owners() {
     assert_eq!(ids.len(), 8);
 }
 
+#[cfg(feature = "tokio")]
 #[test]
 fn nested_tasks_restore_the_outer_owner_after_each_poll() {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -326,6 +331,7 @@ fn nested_tasks_restore_the_outer_owner_after_each_poll() {
     });
 }
 
+#[cfg(feature = "tokio")]
 #[test]
 fn a_panicking_task_leaves_nothing_behind_on_its_thread() {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -351,7 +357,10 @@ fn a_panicking_task_leaves_nothing_behind_on_its_thread() {
         .await
         .unwrap();
     });
-    // The same with a panic in a `Task` polled by hand.
+}
+
+#[test]
+fn a_panicking_task_polled_by_hand_leaves_nothing_behind() {
     Snapshot::empty().run(|| {
         set_own(7);
         let r = std::panic::catch_unwind(|| {
@@ -365,6 +374,7 @@ fn a_panicking_task_leaves_nothing_behind_on_its_thread() {
     });
 }
 
+#[cfg(feature = "tokio")]
 #[test]
 fn finished_tasks_leave_no_residue_for_later_tasks_on_the_same_workers() {
     let rt = tokio::runtime::Builder::new_multi_thread()
