@@ -332,7 +332,7 @@ fn apply(op: &Op) -> Out {
                 .collect();
             assert!(dynamic.iter().all(Option::is_none), "{dynamic:?}");
             // A write first: reads of non-inheritable keys by a child that has no
-            // storage yet are covered (and currently fail) in tests/inheritance.rs.
+            // storage yet have their own test in tests/inheritance.rs.
             tasklocal::set((), ());
             Out::Child((0..TYPED).map(t_get).collect())
         }),
