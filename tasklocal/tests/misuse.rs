@@ -382,8 +382,8 @@ fn tasklocal_spawned_tasks_on_a_thread_with_storage_do_not_see_it() {
             let (resume, resumed) = tokio::sync::oneshot::channel::<()>();
             let child = tasklocal::spawn(async move {
                 // A write first: the child's storage exists before the reads below
-                // (reads from a child without a storage yet are covered, and currently
-                // fail, in tests/inheritance.rs).
+                // (reads from a child without a storage yet have their own test in
+                // tests/inheritance.rs).
                 tasklocal::set("child", true);
                 assert_eq!(PLAIN.get(), None);
                 assert_eq!(INHERIT.get().as_deref(), Some("inherit 3"));
