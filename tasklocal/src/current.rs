@@ -15,7 +15,7 @@ use std::cell::RefCell;
 use std::mem;
 
 use crate::error::{AccessError, Kind};
-use crate::storage::{self, Garbage, Inherited, Storage};
+use crate::storage::{self, Garbage, Inherited, Storage, Value};
 
 thread_local! {
     static CONTEXT: RefCell<Frame> = const { RefCell::new(Frame::thread()) };
@@ -199,27 +199,35 @@ fn create(cx: &RefCell<Frame>) -> Result<(), AccessError> {
 
 /// Takes the current owner's storage and inheritance away, leaving it empty: the
 /// next access creates a new storage. Returns them to be dropped by the caller.
-pub(crate) fn detach() -> (Option<Box<Storage>>, Option<Inherited>) {
+/// Refused while a `with` closure borrows a value of the storage.
+pub(crate) fn detach() -> Result<(Option<Box<Storage>>, Option<Inherited>), AccessError> {
     CONTEXT
         .try_with(|cx| match cx.try_borrow_mut() {
-            Ok(frame) if frame.owner == Owner::Thread && in_foreign_task() => (None, None),
-            Ok(mut frame) => (frame.storage.take(), frame.seed.take()),
-            Err(_) => (None, None),
+            Ok(frame) if frame.owner == Owner::Thread && in_foreign_task() => Ok((None, None)),
+            Ok(mut frame) => Ok((frame.storage.take(), frame.seed.take())),
+            Err(_) => Err(AccessError::new(Kind::Borrowed)),
         })
-        .unwrap_or((None, None))
+        .unwrap_or(Ok((None, None)))
 }
 
-/// Takes the inherited values of an owner that has no storage yet.
-pub(crate) fn take_seed() -> ((), Option<Inherited>) {
+/// Empties the current owner's storage (values and inheritance) and returns what it
+/// held, to be dropped by the caller with no borrow held. Refused while a `with`
+/// closure borrows one of its values.
+pub(crate) fn empty() -> Result<(Vec<Value>, Option<Inherited>), AccessError> {
+    let values = read(|here| match here {
+        Here::Storage(storage) if storage.is_borrowed() => Err(AccessError::new(Kind::Borrowed)),
+        Here::Storage(storage) => Ok(storage.take_values()),
+        _ => Ok(Vec::new()),
+    })?;
     let seed = CONTEXT
-        .try_with(|cx| {
-            cx.try_borrow_mut()
-                .ok()
-                .and_then(|mut frame| frame.seed.take())
+        .try_with(|cx| match cx.try_borrow_mut() {
+            Ok(frame) if frame.owner == Owner::Thread && in_foreign_task() => None,
+            Ok(mut frame) => frame.seed.take(),
+            Err(_) => None,
         })
         .ok()
         .flatten();
-    ((), seed)
+    Ok((values, seed))
 }
 
 /// Ends the current owner: runs its exit handlers (last registered first) while its
@@ -233,7 +241,7 @@ pub(crate) fn finish() {
                 _ => Garbage::Done,
             })
         });
-        let (storage, seed) = detach();
+        let Ok((storage, seed)) = detach() else { break };
         if storage.is_none() && seed.is_none() {
             break;
         }

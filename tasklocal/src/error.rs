@@ -32,6 +32,8 @@ pub(crate) enum Kind {
     Borrowed,
     /// The thread's locals are being or have been destroyed.
     Destroyed,
+    /// A key's initializer reads the key itself.
+    Initializing,
 }
 
 impl AccessError {
@@ -54,15 +56,17 @@ impl AccessError {
         self.kind == Kind::NoStorage
     }
 
-    /// The value is borrowed by an enclosing [`with`](crate::Local::with) or
-    /// [`with_mut`](crate::Local::with_mut) call on this thread.
+    /// The value is in use further up this thread's stack: borrowed by an enclosing
+    /// [`with`](crate::Local::with) or [`with_mut`](crate::Local::with_mut) call, or
+    /// being computed by the key's initializer (which read the key itself); or the
+    /// storage cannot be reset or unloaded because a value in it is borrowed.
     ///
     /// ```
     /// static N: tasklocal::Local<u32> = tasklocal::Local::with_initial(|| 0);
     /// N.with_mut(|_| assert!(N.try_take().unwrap_err().is_borrowed()));
     /// ```
     pub fn is_borrowed(&self) -> bool {
-        self.kind == Kind::Borrowed
+        matches!(self.kind, Kind::Borrowed | Kind::Initializing)
     }
 
     /// The thread is exiting and its storage has already been torn down (the call
@@ -96,6 +100,10 @@ impl fmt::Display for AccessError {
             Kind::Borrowed => {
                 "the value is borrowed by an enclosing `with`/`with_mut` call: \
                  finish that call first, or read it with `get`/`with`"
+            }
+            Kind::Initializing => {
+                "the initializer of this key reads the key itself: \
+                 it would recurse without end"
             }
             Kind::Destroyed => {
                 "the thread's tasklocal storage has already been destroyed (thread exit)"

@@ -31,7 +31,7 @@
 //! | `set` anywhere, no scope | yes | yes | yes | no (`scope`/`sync_scope` only) | yes | yes |
 //! | initial value | `with_initial` | no / `withInitial` | `withInitial` | no | yes | default |
 //! | inherited by children | `inheritable`, O(1) capture | no / yes (copy) | `InheritableThreadLocal` (copy) | no (#2396) | no | yes (O(1)) |
-//! | into `spawn_blocking`, rayon, threads | `spawn_blocking`, [`rayon`](crate::rt::rayon), [`thread`] | — | — | lost | — | `copy_context().run` |
+//! | into `spawn_blocking`, rayon, threads | `spawn_blocking`, [`rt::rayon`], [`thread`] | — | — | lost | — | `copy_context().run` |
 //! | cleanup at end (cancel, panic) | handlers FILO, then values | `AtExit` (go-tls) | `remove()` by hand | value dropped | at thread exit | GC |
 //! | dynamic keys | [`set`]/[`get`]/[`remove`] | yes | no | no | no | no |
 //! | implementation | safe Rust | runtime patching / stack walk | JVM | safe Rust | compiler | interpreter |
@@ -73,6 +73,57 @@
 //! the fix. Use [`spawn`]/[`task`], or give every task of a runtime its own storage
 //! with `tasklocal::tokio::install` (requires `--cfg tokio_unstable`).
 //!
+//! # `Send` and `Sync`
+//!
+//! Values move with their task between threads, so they must be `Send`; inheritable
+//! values are shared with children, so they must also be `Sync` and `Clone` (copy on
+//! write). A key holds no value itself and is `Sync` for any `T`. [`Snapshot`],
+//! [`TaskId`] and [`AccessError`] are `Send + Sync`; a [`Task`] is `Send` when its
+//! future is.
+//!
+//! ```
+//! fn assert_send_sync<T: Send + Sync + 'static>() {}
+//! assert_send_sync::<tasklocal::Snapshot>();
+//! assert_send_sync::<tasklocal::AccessError>();
+//! assert_send_sync::<tasklocal::TaskId>();
+//! assert_send_sync::<tasklocal::Local<std::rc::Rc<u8>>>();
+//! fn assert_send<T: Send>(_: &T) {}
+//! assert_send(&tasklocal::task(async { std::future::ready(1).await }));
+//! ```
+//!
+//! ```compile_fail
+//! // A Task is not Send when its future is not.
+//! fn assert_send<T: Send>(_: &T) {}
+//! let task = tasklocal::task(async {
+//!     let rc = std::rc::Rc::new(1);
+//!     std::future::ready(()).await;
+//!     drop(rc);
+//! });
+//! assert_send(&task);
+//! ```
+//!
+//! ```compile_fail
+//! // Values must be Send: a Local<Rc<_>> can be declared but not set.
+//! static RC: tasklocal::Local<std::rc::Rc<u8>> = tasklocal::Local::new();
+//! RC.set(std::rc::Rc::new(1));
+//! ```
+//!
+//! ```compile_fail
+//! // Inheritable values must be Sync: they are shared with children.
+//! static FLAG: tasklocal::Local<std::cell::Cell<u8>> = tasklocal::Local::inheritable();
+//! ```
+//!
+//! ```compile_fail
+//! // Dynamic values must be Send, and so must exit handlers.
+//! tasklocal::set("key", std::rc::Rc::new(1));
+//! ```
+//!
+//! ```compile_fail
+//! // A reference handed to `with` cannot escape the closure.
+//! static NAME: tasklocal::Local<String> = tasklocal::Local::new();
+//! let name: &String = NAME.with(|name| name.unwrap());
+//! ```
+//!
 //! # Limitations
 //!
 //! * **The main thread's storage is never torn down**: Rust runs no thread-local
@@ -80,7 +131,7 @@
 //!   and its values are not dropped. Do request work in tasks or [`Snapshot::run`].
 //! * **Executors other than tokio** see the thread's storage unless futures are wrapped
 //!   with [`task`] or [`Snapshot::task`]; thread pools need [`Snapshot`] (see
-//!   [`rt::rayon`](crate::rt::rayon) for rayon).
+//!   [`rt::rayon`] for rayon).
 //! * While a `with`/`with_mut` closure of a non-inheritable key runs, another owner
 //!   cannot be entered on the same thread (see [`Local`](Local#panics)).
 //! * Exit handlers registered on a thread run when it exits, from a thread-local
@@ -138,15 +189,31 @@ use error::panic_access;
 /// assert_eq!(tasklocal::get::<_, u32>(&"k"), None);
 /// assert_eq!(tasklocal::id(), id);
 /// ```
+///
+/// # Panics
+///
+/// Where [`try_reset`] returns an error: inside a `with` closure that borrows a value
+/// of the storage (that value cannot be dropped while it is borrowed).
+#[track_caller]
 pub fn reset() {
-    let values = current::read(|here| match here {
-        current::Here::Storage(storage) => storage.take_values(),
-        _ => Vec::new(),
-    });
-    let (_, seed) = current::take_seed();
+    try_reset().unwrap_or_else(|err| panic_access(err))
+}
+
+/// Like [`reset`], returning an error instead of panicking.
+///
+/// ```
+/// static N: tasklocal::Local<u32> = tasklocal::Local::new();
+/// N.set(1);
+/// let err = N.with(|_| tasklocal::try_reset()).unwrap_err();
+/// assert!(err.is_borrowed());
+/// assert_eq!(N.get(), Some(1));
+/// ```
+pub fn try_reset() -> Result<(), AccessError> {
+    let (values, seed) = current::empty()?;
     // Dropped with no borrow held: a `Drop` may use the API.
     drop(values);
     drop(seed);
+    Ok(())
 }
 
 /// Drops every value and discards the exit handlers **without running them** (go-tls
@@ -158,9 +225,28 @@ pub fn reset() {
 /// tasklocal::unload();
 /// assert_ne!(tasklocal::id(), before);
 /// ```
+///
+/// # Panics
+///
+/// Where [`try_unload`] returns an error: inside a `with` closure that borrows a value
+/// of the storage.
+#[track_caller]
 pub fn unload() {
-    let detached = current::detach();
+    try_unload().unwrap_or_else(|err| panic_access(err))
+}
+
+/// Like [`unload`], returning an error instead of panicking.
+///
+/// ```
+/// tasklocal::set("k", 1u8);
+/// let err = tasklocal::with(&"k", |_: Option<&u8>| tasklocal::try_unload()).unwrap_err();
+/// assert!(err.is_borrowed());
+/// assert!(tasklocal::try_unload().is_ok());
+/// ```
+pub fn try_unload() -> Result<(), AccessError> {
+    let detached = current::detach()?;
     drop(detached);
+    Ok(())
 }
 
 /// The [`TaskId`] of the current storage (go-tls `ID`).

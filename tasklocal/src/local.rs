@@ -1,5 +1,6 @@
 //! [`Local<T>`]: typed keys.
 
+use std::cell::RefCell;
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -71,12 +72,16 @@ use crate::storage::{Entry, Small, Storage, Value};
 /// * **reentrancy**: any method of any key may be called from inside a
 ///   [`with`](Self::with)/[`with_mut`](Self::with_mut) closure or an initializer, and
 ///   never deadlocks. What cannot be served is the value borrowed right now: `set`,
-///   `replace`, `take`, `scope` and `with_mut` of the key a `with` closure is reading,
-///   and any access to the key a `with_mut` closure is mutating. Those panic, and
-///   their `try_` forms return an error for which
-///   [`is_borrowed`](AccessError::is_borrowed) is true. Entering another owner (polling
-///   a [`Task`](crate::Task), [`Snapshot::run`](crate::Snapshot::run)) from inside a
-///   `with`/`with_mut` closure of a non-inheritable key also panics.
+///   `replace`, `take`, `scope` and `with_mut` of a non-inheritable key that a `with`
+///   closure is reading, any access to the key a `with_mut` closure is mutating, and
+///   an initializer reading its own key. Those panic, and their `try_` forms return an
+///   error for which [`is_borrowed`](AccessError::is_borrowed) is true. (A `with`
+///   closure of an inheritable key reads a shared reference to the value, so writes of
+///   that key inside it are served; the closure keeps seeing the value it started
+///   with.) Entering another owner (polling a [`Task`](crate::Task),
+///   [`Snapshot::run`](crate::Snapshot::run)) inside a `with` closure of a
+///   non-inheritable key panics too, and so do [`reset`](crate::reset) and
+///   [`unload`](crate::unload) while a `with` closure borrows a value.
 /// * after thread exit has torn the thread's storage down (from another
 ///   thread-local's destructor), writes panic and reads see no value.
 pub struct Local<T: 'static> {
@@ -325,7 +330,11 @@ impl<T: Send + 'static> Local<T> {
                     lend,
                 )
             }
-            Here::Seed(seed) => visit_entry(seed.and_then(|entries| entries.get(index)), f, lend),
+            // Only inheritable keys have inherited values (the index spaces differ).
+            Here::Seed(seed) if inheritable => {
+                visit_entry(seed.and_then(|entries| entries.get(index)), f, lend)
+            }
+            Here::Seed(_) => Ok(Visit::Missing),
             Here::Denied(Kind::Borrowed) => Err(borrowed()),
             Here::Denied(kind) => Ok(Visit::Detached(AccessError::new(kind))),
         })
@@ -361,13 +370,22 @@ impl<T: Send + 'static> Local<T> {
 
     /// Stores the initial value, computed now with no borrow held.
     fn store_initial(&'static self) -> Result<(), AccessError> {
-        if let Some(init) = self.init {
-            let value = init();
+        if let Some(value) = self.initial_value()? {
             // An initializer that set this key itself is overwritten, as std's
             // `thread_local!` and Java's `ThreadLocal` do.
             drop(self.swap_raw(self.wrap(value))?);
         }
         Ok(())
+    }
+
+    /// Runs the initializer, refusing to run it again from inside itself (it would
+    /// recurse without end).
+    fn initial_value(&'static self) -> Result<Option<T>, AccessError> {
+        let Some(init) = self.init else {
+            return Ok(None);
+        };
+        let _running = Initializing::enter(self as *const Self as usize)?;
+        Ok(Some(init()))
     }
 
     /// Sets the value, dropping the old one. Writing over a present value of a key
@@ -576,7 +594,7 @@ impl<T: Send + 'static> Local<T> {
                 self.with_slow(f, false)
             }
             // No storage to keep it in: the initial value is computed, not stored.
-            Visit::Detached(_) => Ok(f(self.init.map(|init| init()).as_ref())),
+            Visit::Detached(_) => Ok(f(self.initial_value()?.as_ref())),
             _ => Ok(f(None)),
         }
     }
@@ -584,6 +602,11 @@ impl<T: Send + 'static> Local<T> {
     /// Calls `f` with a mutable reference to the value, computing the initial value
     /// first if needed; `None` when there is neither a value nor an initial value. An
     /// inherited value is copied on the first write.
+    ///
+    /// While `f` runs, the value is lent out: other keys work as usual, but this key
+    /// cannot be read or written (see [`Local`]'s `# Panics`), and a child created
+    /// inside `f` (a spawn, a [`Snapshot`](crate::Snapshot)) does not inherit this key —
+    /// it sees neither a half-changed value nor a stale one.
     ///
     /// ```
     /// static HITS: tasklocal::Local<u64> = tasklocal::Local::with_initial(|| 0);
@@ -672,6 +695,43 @@ impl<T: Send + 'static> Local<T> {
             old: Some(old),
         };
         f()
+    }
+}
+
+thread_local! {
+    /// The keys whose initializer runs on this thread right now.
+    static INITIALIZING: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Marks a key's initializer as running, until dropped (also by unwinding).
+struct Initializing(usize);
+
+impl Initializing {
+    fn enter(key: usize) -> Result<Initializing, AccessError> {
+        let entered = INITIALIZING.try_with(|running| {
+            let mut running = running.try_borrow_mut().ok()?;
+            if running.contains(&key) {
+                return None;
+            }
+            running.push(key);
+            Some(())
+        });
+        match entered {
+            Ok(Some(())) => Ok(Initializing(key)),
+            Ok(None) => Err(AccessError::new(Kind::Initializing)),
+            // The thread is exiting: nothing can recurse through a missing list.
+            Err(_) => Ok(Initializing(0)),
+        }
+    }
+}
+
+impl Drop for Initializing {
+    fn drop(&mut self) {
+        let _ = INITIALIZING.try_with(|running| {
+            if let Ok(mut running) = running.try_borrow_mut() {
+                running.retain(|&key| key != self.0);
+            }
+        });
     }
 }
 
@@ -812,6 +872,18 @@ fn swap_in(storage: &Storage, index: usize, raw: Raw) -> Result<Raw, AccessError
                 Ok(Raw::Shared(std::mem::replace(slot, entry)))
             })
             .unwrap_or_else(|| Err(borrowed())),
+    }
+}
+
+impl<T: 'static> Default for Local<T> {
+    /// [`Local::new`]: no initial value, not inherited.
+    ///
+    /// ```
+    /// let key: tasklocal::Local<u8> = Default::default();
+    /// # let _ = key;
+    /// ```
+    fn default() -> Self {
+        Local::new()
     }
 }
 

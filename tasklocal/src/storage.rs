@@ -214,6 +214,17 @@ impl Storage {
         }
     }
 
+    /// Whether a `with` closure further up this thread's stack borrows a value here:
+    /// then the storage cannot be emptied now.
+    pub(crate) fn is_borrowed(&self) -> bool {
+        let borrowed =
+            |cells: &Cells<Value>| cells.iter().any(|cell| cell.try_borrow_mut().is_err());
+        borrowed(&self.locals)
+            || self.dynamic.get().is_some_and(|dynamic| {
+                borrowed(&dynamic.cells) || dynamic.index.try_borrow_mut().is_err()
+            })
+    }
+
     /// Takes every value out of the storage (to be dropped by the caller, after every
     /// borrow is released, since a value's `Drop` may call back into the API).
     pub(crate) fn take_values(&self) -> Vec<Value> {

@@ -2,7 +2,7 @@
 //!
 //! rayon's workers are plain threads shared by every caller, so each piece of work
 //! must carry its context explicitly. Each function here captures a
-//! [`Snapshot`](crate::Snapshot) where the work is created and runs the work as a
+//! [`Snapshot`] where the work is created and runs the work as a
 //! new owner seeded from it (torn down when the work returns), exactly like
 //! [`tasklocal::spawn`](crate::spawn) does for tokio.
 //!
