@@ -382,6 +382,35 @@ fn teardown_on_shutdown_current_thread() {
     assert_eq!(ENDED.load(SeqCst), 100);
 }
 
+/// tokio drops a pending task's future at shutdown before the terminate hook, outside
+/// any poll: a `Drop` in it sees no storage (documented), never another owner's.
+#[test]
+fn futures_dropped_at_shutdown_see_no_storage() {
+    static VALUE: Local<u64> = Local::new();
+    static SEEN: Mutex<Vec<(Option<u64>, bool)>> = Mutex::new(Vec::new());
+    struct Probe;
+    impl Drop for Probe {
+        fn drop(&mut self) {
+            let seen = (VALUE.get(), VALUE.try_set(9).is_err());
+            SEEN.lock().unwrap().push(seen);
+        }
+    }
+    for rt in [multi_thread(2), current_thread()] {
+        rt.block_on(with_timeout(async {
+            let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+            drop(tokio::spawn(async move {
+                let _probe = Probe;
+                VALUE.set(1);
+                ready_tx.send(()).unwrap();
+                std::future::pending::<()>().await
+            }));
+            ready_rx.await.unwrap();
+        }));
+        drop(rt);
+    }
+    assert_eq!(*SEEN.lock().unwrap(), [(None, true), (None, true)]);
+}
+
 #[test]
 fn user_callbacks_are_chained() {
     static TALLY: Tally = Tally::new();

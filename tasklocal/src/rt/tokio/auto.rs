@@ -3,44 +3,47 @@
 //!
 //! # How it works
 //!
-//! Each task's state is a [`Frame`], kept in a [`Registry`] under the task's id while
-//! the task is not polled:
+//! Each task's state is a [`Frame`], kept in a [`Registry`] slot under the task's id:
 //!
 //! * `on_task_spawn` runs on the spawning thread before the child is scheduled: it
 //!   files a frame seeded from the spawner's inheritable values (the *current* owner
 //!   of that thread, not `tokio::task::try_id()`, which on a worker outside a poll is
 //!   the worker's own blocking-task id). A frame allocates nothing until used.
-//! * `on_before_task_poll` takes the frame out of the registry and swaps it into the
-//!   thread's current slot ([`current::swap`]); the frame it displaces is kept in
-//!   this thread's window stack ([`WINDOWS`]; windows nest when a nested runtime runs
-//!   inside `block_in_place`).
-//! * `on_after_task_poll` swaps the outer frame back and files the task's frame again.
+//! * `on_before_task_poll` swaps the slot's frame with the thread's current frame in
+//!   place ([`current::swap`]): while the task is polled, its slot holds the frame it
+//!   displaced, and the thread-local [`POLLING`] names the task (the window it
+//!   displaced is kept in the slot: windows nest when a nested runtime runs inside
+//!   `block_in_place`).
+//! * `on_after_task_poll` swaps them back.
 //! * `on_task_terminate` tears the storage down with [`current::finish`] while it is
 //!   current: handlers last-registered first with values readable, then values.
 //!   tokio (1.54) calls it inside the final poll window for completion, panic and the
 //!   abort of an idle task (the future is dropped in that window too, so its `Drop`
-//!   sees the task's values), and outside any window at runtime shutdown; there the
-//!   frame is swapped in for the teardown and out again.
+//!   sees the task's values; the after-poll hook then restores the outer frame and
+//!   removes the slot), and outside any window at runtime shutdown: there the frame
+//!   is swapped in for the teardown and out again.
 //!
 //! Two orderings of tokio need care:
 //!
 //! * **Polls can overlap.** tokio may re-schedule a task inside `task.run()`, before
 //!   that poll's after-poll hook runs, so another worker can start the next poll (or
-//!   shut the task down) while the previous after-poll has not yet filed the frame.
-//!   The next poll then waits (spinning briefly, then yielding) for the frame: the
-//!   holder is only running tokio internals and the after-poll hooks.
+//!   shut the task down) while the previous window is still open. The next poll then
+//!   waits (spinning briefly, then yielding) until the slot is idle: the other thread
+//!   is only running tokio internals and the after-poll hooks.
 //! * **Spawning onto a closed runtime** shuts the task down inside `spawn`, before the
-//!   spawn hook: the terminate hook finds no frame and says so in [`STILLBORN`], and
+//!   spawn hook: the terminate hook finds no slot and says so in [`STILLBORN`], and
 //!   the spawn hook that follows on the same thread files nothing.
 //!
 //! No lock is global: the registry is split into cache-line-aligned shards by task
-//! id, each a `Mutex<HashMap>` held only for a lookup; no user code ever runs while a
-//! shard is locked (frames are dropped after the lock is released).
+//! id, each a `Mutex<HashMap>` held for one lookup and a swap per hook; no user code
+//! ever runs while a shard is locked (frames are torn down and dropped after the lock
+//! is released). A poll costs two such lock round trips and no allocation.
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use ::tokio::runtime::{Builder, TaskMeta};
@@ -285,31 +288,72 @@ impl fmt::Debug for Hooks {
 }
 
 thread_local! {
-    /// The poll windows open on this thread, innermost last.
-    static WINDOWS: RefCell<Vec<Window>> = const { RefCell::new(Vec::new()) };
-    /// A task whose terminate hook found no frame on this thread: if the next spawn
+    /// The task whose poll window is innermost on this thread, if any.
+    static POLLING: Cell<Option<Id>> = const { Cell::new(None) };
+    /// This thread's number (0: not drawn yet), to recognize its own poll windows.
+    static THREAD: Cell<u64> = const { Cell::new(0) };
+    /// A task whose terminate hook found no slot on this thread: if the next spawn
     /// hook here is for the same task, it was spawned onto a closed runtime and has
     /// already ended.
     static STILLBORN: Cell<Option<Id>> = const { Cell::new(None) };
 }
 
-/// One poll of a task, open on this thread.
-struct Window {
-    id: Id,
-    /// The frame that is *not* current: while `entered`, the one the task's frame
-    /// displaced; otherwise (the thread could not switch) the task's own.
+/// This thread's number: unique among the threads of the process.
+fn thread_number() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    THREAD
+        .try_with(|n| match n.get() {
+            0 => {
+                let drawn = NEXT.fetch_add(1, Ordering::Relaxed);
+                n.set(drawn);
+                drawn
+            }
+            drawn => drawn,
+        })
+        .unwrap_or(0)
+}
+
+/// One task's entry in the registry.
+struct Slot {
+    /// `Idle`: the task's frame. `Polled` and entered: the frame that the task's frame
+    /// displaced on the polling thread (the two are swapped in place). `Polled` and not
+    /// entered (that thread could not switch): the task's frame.
     frame: Frame,
-    entered: bool,
-    /// The task terminated inside this window.
-    terminated: bool,
+    state: State,
+    /// The window that was innermost on the polling thread before this one.
+    outer: Option<Id>,
+    /// The polling thread's number.
+    thread: u64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum State {
+    /// No poll has the task.
+    Idle,
+    /// A poll window is open on `thread`.
+    Polled {
+        /// The task's frame is current there.
+        entered: bool,
+        /// The task terminated inside the window: `after_poll` tears it down.
+        terminated: bool,
+    },
+}
+
+impl Slot {
+    fn idle(frame: Frame) -> Slot {
+        Slot {
+            frame,
+            state: State::Idle,
+            outer: None,
+            thread: 0,
+        }
+    }
 }
 
 /// How many shards the registry has: a power of two, well above the number of
 /// threads that poll at once, so that two of them rarely meet on one lock.
 const SHARDS: usize = 64;
 
-/// A task's frame while no poll has it; `None` while a poll window has it.
-type Slot = Option<Frame>;
 type Slots = HashMap<u64, Slot, BuildHasherDefault<SlotHasher>>;
 
 /// One shard, on cache lines of its own.
@@ -347,86 +391,81 @@ impl Registry {
         if stillborn {
             return;
         }
-        let frame = Snapshot::capture().into_frame();
+        let slot = Slot::idle(Snapshot::capture().into_frame());
         let key = key(id);
-        let old = self.lock(key).insert(key, Some(frame));
+        let old = self.lock(key).insert(key, slot);
         // Dropped outside the lock (never anything: ids are unique).
         drop(old);
     }
 
     fn before_poll(&self, id: Id) {
-        let mut frame = self
-            .check_out(key(id), false)
-            .unwrap_or_else(|| Frame::new(None));
-        let entered = current::swap(&mut frame).is_ok();
-        let mut window = Some(Window {
-            id,
-            frame,
-            entered,
-            terminated: false,
-        });
-        let _ = WINDOWS.try_with(|w| {
-            if let Some(window) = window.take() {
-                w.borrow_mut().push(window);
+        let key = key(id);
+        let thread = thread_number();
+        let outer = POLLING.try_with(|p| p.replace(Some(id))).ok().flatten();
+        let mut backoff = Backoff::default();
+        loop {
+            let mut slots = self.lock(key);
+            // A task spawned without our spawn hook starts empty.
+            let slot = slots
+                .entry(key)
+                .or_insert_with(|| Slot::idle(Frame::new(None)));
+            if slot.state == State::Idle {
+                // Swapped in place, under the lock: no user code runs in a swap.
+                let entered = current::swap(&mut slot.frame).is_ok();
+                slot.state = State::Polled {
+                    entered,
+                    terminated: false,
+                };
+                slot.outer = outer;
+                slot.thread = thread;
+                return;
             }
-        });
-        if let Some(window) = window {
-            // This thread's locals are gone (a poll from a thread-local destructor):
-            // run the task without its storage rather than lose it.
-            self.close(window);
+            // A poll window on another thread still has the task: tokio re-scheduled
+            // it before that window's after-poll hook ran.
+            drop(slots);
+            backoff.snooze();
         }
     }
 
     fn after_poll(&self, id: Id) {
-        let window = WINDOWS
-            .try_with(|w| {
-                let mut w = w.borrow_mut();
-                // Windows nest: the innermost one is this task's.
-                match w.last() {
-                    Some(top) if top.id == id => w.pop(),
-                    _ => None,
-                }
-            })
-            .ok()
-            .flatten();
-        if let Some(window) = window {
-            self.close(window);
-        }
-    }
-
-    /// Ends a poll window: the task's frame leaves the thread and goes back to the
-    /// registry, or is torn down if the task terminated meanwhile.
-    fn close(&self, window: Window) {
-        let Window {
-            id,
-            mut frame,
+        let key = key(id);
+        let mut slots = self.lock(key);
+        let Some(slot) = slots.get_mut(&key) else {
+            return;
+        };
+        let State::Polled {
             entered,
             terminated,
-        } = window;
-        if entered {
-            if terminated {
-                // Torn down already, unless the task terminated in a window further
-                // out; and the user's after-poll callback may have set something since.
-                current::finish();
-            }
-            if current::swap(&mut frame).is_err() {
+        } = slot.state
+        else {
+            return;
+        };
+        let _ = POLLING.try_with(|p| p.set(slot.outer));
+        if !terminated {
+            if entered && current::swap(&mut slot.frame).is_err() {
                 // Cannot happen: the swap that opened the window succeeded under the
                 // same borrows. The task's frame stays where it is.
                 return;
             }
+            slot.state = State::Idle;
+            return;
         }
-        if terminated {
-            finish_detached(frame, || ());
+        let slot = slots.remove(&key);
+        drop(slots);
+        let Some(Slot { mut frame, .. }) = slot else {
+            return;
+        };
+        if entered {
+            // Torn down in `terminate` already; the user's after-poll callback may have
+            // set something since.
+            current::finish();
+            if current::swap(&mut frame).is_err() {
+                return;
+            }
+            // `frame` is the task's, empty.
+            drop(frame);
         } else {
-            let key = key(id);
-            let old = {
-                let mut slots = self.lock(key);
-                match slots.get_mut(&key) {
-                    Some(slot) => slot.replace(frame),
-                    None => slots.insert(key, Some(frame)).flatten(),
-                }
-            };
-            drop(old);
+            finish_detached(frame, || ());
         }
     }
 
@@ -437,70 +476,86 @@ impl Registry {
                 f(meta);
             }
         };
-        // In the task's own poll window on this thread (completion, panic, abort)?
-        // `Some(true)`: innermost and entered, so its frame is current.
-        let in_window = WINDOWS
-            .try_with(|w| {
-                let mut w = w.borrow_mut();
-                let innermost = w.len().checked_sub(1);
-                let (i, window) = w.iter_mut().enumerate().rev().find(|(_, w)| w.id == id)?;
-                window.terminated = true;
-                Some(window.entered && Some(i) == innermost)
-            })
-            .ok()
-            .flatten();
-        match in_window {
-            Some(current) => {
-                // The frame is the window's; the slot (empty) goes.
-                let key = key(id);
-                let slot = self.lock(key).remove(&key);
-                drop(slot);
-                user();
-                if current {
-                    current::finish();
-                }
-                // Otherwise the window's `close` tears the frame down.
+        let key = key(id);
+        // Inside the task's own poll window on this thread (completion, panic,
+        // abort): its frame is current; `after_poll` restores the outer one.
+        if POLLING.try_with(|p| p.get() == Some(id)).unwrap_or(false) {
+            let entered = match self.lock(key).get_mut(&key) {
+                Some(slot) => match slot.state {
+                    State::Polled { entered, .. } => {
+                        slot.state = State::Polled {
+                            entered,
+                            terminated: true,
+                        };
+                        entered
+                    }
+                    State::Idle => false,
+                },
+                None => false,
+            };
+            user();
+            if entered {
+                current::finish();
             }
-            None => match self.check_out(key(id), true) {
-                // Runtime shutdown: the future was dropped outside any poll.
-                Some(frame) => finish_detached(frame, user),
+            return;
+        }
+        let thread = thread_number();
+        let mut backoff = Backoff::default();
+        loop {
+            let mut slots = self.lock(key);
+            match slots.get_mut(&key) {
                 // A blocking task, or a task spawned onto a closed runtime whose spawn
                 // hook comes next.
                 None => {
+                    drop(slots);
                     let _ = STILLBORN.try_with(|s| s.set(Some(id)));
                     user();
+                    return;
                 }
-            },
-        }
-    }
-
-    /// Takes task `key`'s frame (`remove`: and its slot), waiting if the previous poll
-    /// window has not filed it yet. `None` when the task has no slot.
-    fn check_out(&self, key: u64, remove: bool) -> Option<Frame> {
-        let mut spins = 0u32;
-        loop {
-            {
-                let mut slots = self.lock(key);
-                match slots.get_mut(&key) {
-                    None => return None,
-                    Some(slot) if slot.is_some() => {
-                        return if remove {
-                            slots.remove(&key).flatten()
-                        } else {
-                            slot.take()
+                // Runtime shutdown: the future was dropped outside any poll.
+                Some(slot) if slot.state == State::Idle => {
+                    let slot = slots.remove(&key);
+                    drop(slots);
+                    if let Some(slot) = slot {
+                        finish_detached(slot.frame, user);
+                    }
+                    return;
+                }
+                // A window further out on this thread has the task (tokio does not
+                // end a task while it is polled; kept from waiting on ourselves).
+                Some(slot) if slot.thread == thread => {
+                    if let State::Polled { entered, .. } = slot.state {
+                        slot.state = State::Polled {
+                            entered,
+                            terminated: true,
                         };
                     }
-                    // A poll window on another thread still has it: tokio re-scheduled
-                    // the task before that window's after-poll hook ran.
-                    Some(_) => {}
+                    drop(slots);
+                    user();
+                    return;
                 }
+                // The previous poll's after-poll hook has not run yet on another
+                // thread.
+                Some(_) => {}
             }
-            spins += 1;
-            if spins < 64 {
-                std::hint::spin_loop();
-            } else {
-                std::thread::yield_now();
-            }
+            drop(slots);
+            backoff.snooze();
+        }
+    }
+}
+
+/// Waiting for another thread to file a frame: it only runs tokio internals and the
+/// after-poll hooks meanwhile, so spin briefly, then yield.
+#[derive(Default)]
+struct Backoff(u32);
+
+impl Backoff {
+    fn snooze(&mut self) {
+        self.0 += 1;
+        if self.0 < 64 {
+            std::hint::spin_loop();
+        } else {
+            std::thread::yield_now();
         }
     }
 }
@@ -513,8 +568,10 @@ impl Drop for Registry {
     fn drop(&mut self) {
         for shard in self.shards.iter_mut() {
             let slots = std::mem::take(shard.0.get_mut().unwrap_or_else(PoisonError::into_inner));
-            for frame in slots.into_values().flatten() {
-                finish_detached(frame, || ());
+            for slot in slots.into_values() {
+                if slot.state == State::Idle {
+                    finish_detached(slot.frame, || ());
+                }
             }
         }
     }
