@@ -450,7 +450,7 @@ impl Registry {
             slot.state = State::Idle;
             return;
         }
-        let slot = slots.remove(&key);
+        let slot = remove(&mut slots, key);
         drop(slots);
         let Some(Slot { mut frame, .. }) = slot else {
             return;
@@ -514,7 +514,7 @@ impl Registry {
                 }
                 // Runtime shutdown: the future was dropped outside any poll.
                 Some(slot) if slot.state == State::Idle => {
-                    let slot = slots.remove(&key);
+                    let slot = remove(&mut slots, key);
                     drop(slots);
                     if let Some(slot) = slot {
                         finish_detached(slot.frame, user);
@@ -542,6 +542,17 @@ impl Registry {
             backoff.snooze();
         }
     }
+}
+
+/// Removes task `key`'s slot. A shard that held a burst of tasks gives its memory
+/// back once it is seven-eighths empty, keeping room for twice what it holds, so at
+/// least half its entries go between two shrinks (amortized O(1)).
+fn remove(slots: &mut Slots, key: u64) -> Option<Slot> {
+    let slot = slots.remove(&key);
+    if slots.capacity() > 64 && slots.len() * 8 < slots.capacity() {
+        slots.shrink_to(slots.len() * 2);
+    }
+    slot
 }
 
 /// Waiting for another thread to file a frame: it only runs tokio internals and the
@@ -646,5 +657,43 @@ impl Hasher for SlotHasher {
     #[inline]
     fn finish(&self) -> u64 {
         self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shard_gives_memory_back_after_a_burst() {
+        let mut slots = Slots::default();
+        for key in 0..10_000 {
+            slots.insert(key, Slot::idle(Frame::new(None)));
+        }
+        let burst = slots.capacity();
+        for key in 10..10_000 {
+            assert!(remove(&mut slots, key).is_some());
+        }
+        assert!(
+            slots.capacity() < burst / 100,
+            "{} of {burst}",
+            slots.capacity()
+        );
+        assert!((0..10).all(|key| slots.contains_key(&key)));
+        assert!(remove(&mut slots, 10).is_none());
+    }
+
+    #[test]
+    fn keys_are_the_raw_task_ids() {
+        let rt = ::tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let ids: Vec<Id> = (0..100).map(|_| rt.spawn(async {}).id()).collect();
+        for id in &ids {
+            assert_eq!(key(*id).to_string(), id.to_string());
+        }
+        // Drawn from one counter: the ids of tasks spawned one after another
+        // increase (so they spread over the shards).
+        assert!(ids.windows(2).all(|w| key(w[0]) < key(w[1])));
     }
 }
