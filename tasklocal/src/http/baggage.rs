@@ -39,7 +39,7 @@
 //!   fewest members dropped), then over [`MAX_MEMBERS`], the last ones. The
 //!   others keep their order.
 
-use std::fmt::{self, Write as _};
+use std::fmt;
 
 use super::trim_ows;
 
@@ -245,11 +245,6 @@ impl Baggage {
         }
     }
 
-    /// Keeps only the entries for which `f` is true.
-    pub(crate) fn retain(&mut self, mut f: impl FnMut(&str, &str, &[String]) -> bool) {
-        self.members.retain(|m| f(&m.key, &m.value, &m.properties));
-    }
-
     /// Encodes the header value and returns it with the number of entries
     /// that were not written: those whose key is not a token plus those
     /// dropped whole to stay within [`MAX_MEMBERS`] members and [`MAX_BYTES`]
@@ -272,63 +267,18 @@ impl Baggage {
     /// assert_eq!(bag.to_header_value(), ("request_id=r1,tenant=acme".to_string(), 1));
     /// ```
     pub fn to_header_value(&self) -> (String, usize) {
-        // Each writable member encoded on its own, in order. A member whose raw
-        // text alone is over the limit is not encoded at all: encoding never
-        // shrinks.
-        let mut encoded: Vec<Option<String>> = self
-            .members
-            .iter()
-            .filter(|m| is_token(&m.key) && m.key.len() + 1 + m.value.len() <= MAX_BYTES)
-            .map(|m| {
-                let mut out = String::with_capacity(m.key.len() + 1 + m.value.len());
-                out.push_str(&m.key);
-                out.push('=');
-                encode_value(&m.value, &mut out);
-                for p in &m.properties {
-                    out.push(';');
-                    out.push_str(p);
-                }
-                (out.len() <= MAX_BYTES).then_some(out)
-            })
-            .collect();
-        encoded.retain(Option::is_some);
-        let mut kept = encoded.len();
-        // Bytes, with one comma between members.
-        let mut bytes =
-            encoded.iter().flatten().map(String::len).sum::<usize>() + kept.saturating_sub(1);
-        if bytes > MAX_BYTES {
-            // Largest first; of equal ones, the last first.
-            let mut by_size: Vec<usize> = (0..encoded.len()).collect();
-            by_size.sort_by_key(|&i| {
-                std::cmp::Reverse((encoded[i].as_ref().map_or(0, String::len), i))
-            });
-            for i in by_size {
-                if bytes <= MAX_BYTES {
-                    break;
-                }
-                if let Some(member) = encoded[i].take() {
-                    bytes -= member.len() + usize::from(kept > 1);
-                    kept -= 1;
-                }
-            }
-        }
-        // Members: the last ones go.
-        for member in encoded.iter_mut().rev() {
-            if kept <= MAX_MEMBERS {
-                break;
-            }
-            if member.take().is_some() {
-                kept -= 1;
-            }
-        }
-        let mut out = String::with_capacity(bytes);
-        for member in encoded.iter().flatten() {
-            if !out.is_empty() {
-                out.push(',');
-            }
-            out.push_str(member);
-        }
-        (out, self.members.len() - kept)
+        write_members(
+            self.members
+                .iter()
+                .map(|m| (m.key.as_str(), m.value.as_str(), m.properties.as_slice())),
+        )
+    }
+
+    /// The entries with their properties, by value, in order.
+    pub(crate) fn into_members(self) -> impl Iterator<Item = (String, String, Vec<String>)> {
+        self.members
+            .into_iter()
+            .map(|m| (m.key, m.value, m.properties))
     }
 
     fn position(&self, key: &str) -> Option<usize> {
@@ -416,16 +366,98 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Whether a value byte is written as it is (else percent-encoded): a `baggage-octet`
+/// other than `%` and `=`.
+fn is_plain_value_byte(b: u8) -> bool {
+    is_baggage_octet(b) && b != b'%' && b != b'='
+}
+
 /// Percent-encodes every byte outside `baggage-octet`, and `%` and `=`.
 fn encode_value(value: &str, out: &mut String) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
     for b in value.bytes() {
-        if is_baggage_octet(b) && b != b'%' && b != b'=' {
+        if is_plain_value_byte(b) {
             out.push(char::from(b));
         } else {
-            // Writing to a String cannot fail.
-            let _ = write!(out, "%{b:02X}");
+            out.push('%');
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0xf)]));
         }
     }
+}
+
+/// The length of a member once written, or `None` if it cannot be written: a key that
+/// is not a token, or longer than [`MAX_BYTES`] alone.
+fn written_len(key: &str, value: &str, properties: &[String]) -> Option<usize> {
+    // Encoding never shrinks: a value too long as it is is not even looked at.
+    if !is_token(key) || key.len() + 1 + value.len() > MAX_BYTES {
+        return None;
+    }
+    let value_len: usize = value
+        .bytes()
+        .map(|b| if is_plain_value_byte(b) { 1 } else { 3 })
+        .sum();
+    let properties_len: usize = properties.iter().map(|p| 1 + p.len()).sum();
+    let len = key.len() + 1 + value_len + properties_len;
+    (len <= MAX_BYTES).then_some(len)
+}
+
+/// Writes `(key, value, properties)` members as a header value within the limits, and
+/// returns it with the number of members not written (see
+/// [`Baggage::to_header_value`]). Two passes over `members`: the lengths first, then the
+/// members that fit, written straight into the result.
+pub(crate) fn write_members<'a, I>(members: I) -> (String, usize)
+where
+    I: Iterator<Item = (&'a str, &'a str, &'a [String])> + Clone,
+{
+    let mut lengths: Vec<Option<usize>> = members
+        .clone()
+        .map(|(key, value, properties)| written_len(key, value, properties))
+        .collect();
+    let total = lengths.len();
+    let mut kept = lengths.iter().flatten().count();
+    // Bytes, with one comma between members.
+    let mut bytes = lengths.iter().flatten().sum::<usize>() + kept.saturating_sub(1);
+    if bytes > MAX_BYTES {
+        // Largest first; of equal ones, the last first.
+        let mut by_size: Vec<usize> = (0..total).filter(|&i| lengths[i].is_some()).collect();
+        by_size.sort_by_key(|&i| std::cmp::Reverse((lengths[i], i)));
+        for i in by_size {
+            if bytes <= MAX_BYTES {
+                break;
+            }
+            if let Some(len) = lengths[i].take() {
+                bytes -= len + usize::from(kept > 1);
+                kept -= 1;
+            }
+        }
+    }
+    // Members: the last ones go.
+    for len in lengths.iter_mut().rev() {
+        if kept <= MAX_MEMBERS {
+            break;
+        }
+        if len.take().is_some() {
+            kept -= 1;
+        }
+    }
+    let mut out = String::with_capacity(bytes);
+    for ((key, value, properties), len) in members.zip(&lengths) {
+        if len.is_none() {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push(',');
+        }
+        out.push_str(key);
+        out.push('=');
+        encode_value(value, &mut out);
+        for p in properties {
+            out.push(';');
+            out.push_str(p);
+        }
+    }
+    (out, total - kept)
 }
 
 #[cfg(test)]

@@ -7,10 +7,11 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use ::http::header::{HeaderMap, HeaderName, HeaderValue};
 
-use super::baggage::{is_token, Baggage};
+use super::baggage::{is_token, write_members, Baggage};
 use super::traceparent::{TraceParent, TraceState};
 use crate::error::{panic_access, AccessError};
-use crate::{mdc, Local, Snapshot};
+use crate::mdc::{self, Map};
+use crate::{Local, Snapshot};
 
 /// The current owner's trace context; inherited like the MDC.
 static TRACE: Local<TraceContext> = Local::inheritable();
@@ -22,9 +23,9 @@ static PROPERTIES: Local<Arc<Baggage>> = Local::inheritable();
 /// Baggage members `inject` could not write, since the process started.
 static DROPPED: AtomicU64 = AtomicU64::new(0);
 
-const BAGGAGE: &str = "baggage";
-const TRACEPARENT: &str = "traceparent";
-const TRACESTATE: &str = "tracestate";
+const BAGGAGE: HeaderName = HeaderName::from_static("baggage");
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
 /// The context a request carries: everything [`inject`] writes, read back from the
 /// headers into a [`Snapshot`] that a new owner (the request's task) starts from.
@@ -73,7 +74,12 @@ pub fn extract(headers: &HeaderMap) -> Snapshot {
 
     let mut to_mdc = Vec::with_capacity(baggage.len());
     let mut to_locals = Vec::new();
-    for (name, value) in baggage.iter() {
+    let mut with_properties = Baggage::new();
+    for (name, value, properties) in baggage.into_members() {
+        if !properties.is_empty() {
+            with_properties.insert(name.as_str(), value.as_str());
+            with_properties.set_properties(&name, &properties);
+        }
         match codecs.iter().find(|codec| codec.name == name) {
             Some(codec) => to_locals.push((codec, value)),
             None => to_mdc.push((name, value)),
@@ -82,7 +88,7 @@ pub fn extract(headers: &HeaderMap) -> Snapshot {
     let mut snapshot = if to_mdc.is_empty() {
         Snapshot::empty()
     } else {
-        // A fresh owner always accepts writes.
+        // A fresh owner always accepts writes. The strings move into the MDC as they are.
         Snapshot::empty().run(|| {
             mdc::extend(to_mdc);
             Snapshot::capture()
@@ -90,10 +96,8 @@ pub fn extract(headers: &HeaderMap) -> Snapshot {
     };
     snapshot = snapshot.with_value(&TRACE, trace);
     for (codec, value) in to_locals {
-        snapshot = (codec.read)(snapshot, value);
+        snapshot = (codec.read)(snapshot, &value);
     }
-    let mut with_properties = baggage;
-    with_properties.retain(|_, _, properties| !properties.is_empty());
     if !with_properties.is_empty() {
         snapshot = snapshot.with_value(&PROPERTIES, Arc::new(with_properties));
     }
@@ -166,10 +170,19 @@ pub fn inject(headers: &mut HeaderMap) {
         .ok()
         .flatten();
     let (parent, state) = current.unwrap_or_else(|| (TraceParent::new_random(), String::new()));
-    set(headers, TRACEPARENT, parent.to_string());
-    set(headers, TRACESTATE, state);
+    match HeaderValue::from_bytes(&parent.encode()) {
+        Ok(value) => {
+            headers.insert(TRACEPARENT, value);
+            set(headers, TRACESTATE, state);
+        }
+        // Not reached: the encoding is ASCII hex and dashes.
+        Err(_) => {
+            headers.remove(TRACEPARENT);
+            headers.remove(TRACESTATE);
+        }
+    }
 
-    let (baggage, dropped) = Baggage::current().to_header_value();
+    let (baggage, dropped) = write_baggage();
     if dropped > 0 {
         DROPPED.fetch_add(dropped as u64, Ordering::Relaxed);
         #[cfg(feature = "log")]
@@ -182,9 +195,38 @@ pub fn inject(headers: &mut HeaderMap) {
     set(headers, BAGGAGE, baggage);
 }
 
+/// The `baggage` header value of the current context and the number of members left
+/// out, written straight from the MDC (what [`Baggage::current`] holds, without
+/// building it).
+fn write_baggage() -> (String, usize) {
+    let codecs = codecs();
+    // User code (`Display`) runs here, before the MDC is looked at.
+    let registered: Vec<(&str, String)> = codecs
+        .iter()
+        .filter_map(|codec| Some((codec.name.as_str(), (codec.write)()?)))
+        .collect();
+    let incoming = PROPERTIES.try_with(|p| p.cloned()).ok().flatten();
+    let properties = |key: &str, value: &str| -> &[String] {
+        incoming
+            .as_deref()
+            .filter(|incoming| incoming.get(key) == Some(value))
+            .and_then(|incoming| incoming.properties(key))
+            .unwrap_or_default()
+    };
+    mdc::with_map(|map| {
+        let from_mdc = map
+            .into_iter()
+            .flat_map(Map::iter)
+            .filter(|(key, _)| !codecs.iter().any(|codec| codec.name == *key));
+        let members = from_mdc
+            .chain(registered.iter().map(|(key, value)| (*key, value.as_str())))
+            .map(|(key, value)| (key, value, properties(key, value)));
+        write_members(members)
+    })
+}
+
 /// Sets `name` to `value`, replacing every line of it; removes it for an empty value.
-fn set(headers: &mut HeaderMap, name: &'static str, value: String) {
-    let name = HeaderName::from_static(name);
+fn set(headers: &mut HeaderMap, name: HeaderName, value: String) {
     // The codecs write visible ASCII only, which a header value always accepts.
     match HeaderValue::try_from(value) {
         Ok(value) if !value.is_empty() => {

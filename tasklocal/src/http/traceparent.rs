@@ -194,13 +194,27 @@ impl TraceParent {
     }
 }
 
+impl TraceParent {
+    /// The header value: `00-{trace id}-{parent id}-{flags}` in lowercase hex.
+    pub(crate) fn encode(&self) -> [u8; 55] {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut out = *b"00-00000000000000000000000000000000-0000000000000000-00";
+        for (i, digit) in out[3..35].iter_mut().enumerate() {
+            *digit = HEX[(self.trace_id >> (124 - 4 * i)) as usize & 0xf];
+        }
+        for (i, digit) in out[36..52].iter_mut().enumerate() {
+            *digit = HEX[(self.parent_id >> (60 - 4 * i)) as usize & 0xf];
+        }
+        out[53] = HEX[usize::from(self.flags >> 4)];
+        out[54] = HEX[usize::from(self.flags & 0xf)];
+        out
+    }
+}
+
 impl fmt::Display for TraceParent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "00-{:032x}-{:016x}-{:02x}",
-            self.trace_id, self.parent_id, self.flags
-        )
+        // Always ASCII.
+        f.write_str(std::str::from_utf8(&self.encode()).map_err(|_| fmt::Error)?)
     }
 }
 
