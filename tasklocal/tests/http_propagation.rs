@@ -415,3 +415,65 @@ fn server_to_client_through_both_layers() {
         "one trace across both services"
     );
 }
+
+/// Automatic mode (`--cfg tokio_unstable`): every task has storage, so plain
+/// `tokio::spawn` works everywhere — the server layer's task is still the innermost
+/// owner of each request, and plain tasks spawned by the handler inherit from it.
+#[cfg(tokio_unstable)]
+#[test]
+fn both_layers_over_the_network_in_automatic_mode() {
+    use axum::routing::get;
+    use http_body_util::{BodyExt, Empty};
+    use hyper::body::Bytes;
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+
+    async fn handler() -> String {
+        // A plain `tokio::spawn`: in automatic mode it inherits the request's context.
+        tokio::spawn(async {
+            let id = mdc::get("request_id").unwrap_or_default();
+            let trace = TraceContext::current().map(|t| t.traceparent().trace_id());
+            format!("{id} {}", trace.unwrap_or_default())
+        })
+        .await
+        .unwrap()
+    }
+
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.worker_threads(2).enable_all();
+    tasklocal::tokio::install(&mut builder);
+    let rt = builder.build().unwrap();
+    rt.block_on(async {
+        let app = axum::Router::new()
+            .route("/", get(handler))
+            .layer(ServerLayer);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+        let client =
+            ClientLayer.layer(Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>());
+        let calls = (0..20).map(|i| {
+            let client = client.clone();
+            // Plain tasks with storage of their own: the MDC is writable here.
+            tokio::spawn(async move {
+                mdc::insert("request_id", format!("r-{i}"));
+                TraceContext::new_trace().set_current();
+                let trace = TraceContext::current().unwrap().traceparent().trace_id();
+                let request = Request::get(format!("http://{addr}/"))
+                    .body(Empty::new())
+                    .unwrap();
+                let response = client.oneshot(request).await.unwrap();
+                let body = response.into_body().collect().await.unwrap().to_bytes();
+                (
+                    String::from_utf8(body.to_vec()).unwrap(),
+                    format!("r-{i} {trace}"),
+                )
+            })
+        });
+        for call in futures::future::join_all(calls).await {
+            let (got, expected) = call.unwrap();
+            assert_eq!(got, expected);
+        }
+    });
+}
