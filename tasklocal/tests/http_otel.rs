@@ -471,3 +471,119 @@ fn baggage_corpus_side_by_side() {
         assert_eq!(ours.len(), otel.baggage().len(), "{header:?}");
     }
 }
+
+/// `tracestate` cases of the W3C test suite, through `extract` and the SDK side by side.
+/// Both keep a valid one whole and drop an invalid one whole. The SDK differs from W3C
+/// (and us) over 32 members, where it keeps the first 32, and on the lengths of
+/// multi-tenant keys (see below).
+#[test]
+fn tracestate_corpus_side_by_side() {
+    let all_key_chars = "abcdefghijklmnopqrstuvwxyz0123456789_-*/";
+    let all_value_chars: String = (0x20u8..=0x7e)
+        .filter(|&b| b != b',' && b != b'=')
+        .map(char::from)
+        .collect::<String>()
+        + "~";
+    let valid: Vec<(Vec<String>, &str)> = vec![
+        (vec!["foo=1,bar=2".into()], "foo=1,bar=2"),
+        (
+            vec!["foo=1 \t , \t bar=2, \t baz=3".into()],
+            "foo=1,bar=2,baz=3",
+        ),
+        (vec!["\t foo=1 \t".into()], "foo=1"),
+        (vec!["foo=1".into(), "".into()], "foo=1"),
+        (
+            vec![
+                "foo=1,bar=2".into(),
+                "rojo=1,congo=2".into(),
+                "baz=3".into(),
+            ],
+            "foo=1,bar=2,rojo=1,congo=2,baz=3",
+        ),
+        (
+            vec![format!("{all_key_chars}@a-z0-9_-*/={all_value_chars}")],
+            "",
+        ),
+        (vec![format!("{}=1", "z".repeat(256))], ""),
+    ];
+    // Each with whether the SDK drops it too: it takes an empty system id and a
+    // 242-character tenant id (W3C: 1 to 14, and at most 241).
+    let invalid: Vec<(Vec<String>, bool)> = vec![
+        (vec!["foo =1".into()], true),
+        (vec!["FOO=1".into()], true),
+        (vec!["foo.bar=1".into()], true),
+        (vec!["foo@=1,bar=2".into()], false),
+        (vec!["@foo=1,bar=2".into()], true),
+        (vec!["foo@@bar=1,bar=2".into()], true),
+        (vec!["foo@bar@baz=1,bar=2".into()], true),
+        (vec!["foo=1".into(), format!("{}=1", "z".repeat(257))], true),
+        (
+            vec!["foo=1".into(), format!("{}@v=1", "t".repeat(242))],
+            false,
+        ),
+        (
+            vec!["foo=1".into(), format!("t@{}=1", "v".repeat(15))],
+            true,
+        ),
+    ];
+    let parent = format!(
+        "00-{}-{}-00",
+        "12345678901234567890123456789012", "1234567890123456"
+    );
+    let run = |lines: &[String]| {
+        let mut headers = HeaderMap::new();
+        headers.insert("traceparent", parent.parse().unwrap());
+        for line in lines {
+            headers.append("tracestate", HeaderValue::from_str(line).unwrap());
+        }
+        let ours = extract(&headers).run(TraceContext::current).unwrap();
+        assert_eq!(
+            ours.traceparent().trace_id(),
+            "12345678901234567890123456789012"
+        );
+        // The SDK reads one line: give it the lines joined, as HTTP allows.
+        let carrier = HashMap::from([
+            ("traceparent".to_owned(), parent.clone()),
+            ("tracestate".to_owned(), lines.join(",")),
+        ]);
+        let cx = TraceContextPropagator::new().extract(&carrier);
+        let theirs = cx.span().span_context().trace_state().header();
+        (ours.tracestate().to_string(), theirs)
+    };
+    // A 14-character system id is valid (W3C); the SDK takes at most 13 (off by one).
+    let (ours, theirs) = run(&[format!("{}@{}=1", "t".repeat(241), "v".repeat(14))]);
+    assert_eq!((ours.len(), theirs.len()), (258, 0));
+    for (lines, expected) in valid {
+        let (ours, theirs) = run(&lines);
+        assert!(!ours.is_empty(), "{lines:?}");
+        if !expected.is_empty() {
+            assert_eq!(ours, expected);
+        }
+        assert_eq!(ours, theirs, "{lines:?}");
+    }
+    for (lines, otel_agrees) in invalid {
+        let (ours, theirs) = run(&lines);
+        assert_eq!(ours, "", "{lines:?}");
+        assert_eq!(theirs.is_empty(), otel_agrees, "{lines:?}");
+    }
+    // Duplicated keys and over 32 members: W3C drops the state, so do we.
+    for lines in [
+        vec!["foo=1,foo=1".to_owned()],
+        vec!["foo=1".to_owned(), "foo=2".to_owned()],
+        vec![(1..=33)
+            .map(|i| format!("bar{i:02}={i:02}"))
+            .collect::<Vec<_>>()
+            .join(",")],
+    ] {
+        assert_eq!(run(&lines).0, "", "{lines:?}");
+    }
+    let thirty_two = (1..=32)
+        .map(|i| format!("bar{i:02}={i:02}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let (ours, theirs) = run(std::slice::from_ref(&thirty_two));
+    assert_eq!(
+        (ours.as_str(), theirs.as_str()),
+        (thirty_two.as_str(), thirty_two.as_str())
+    );
+}

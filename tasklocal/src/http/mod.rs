@@ -52,7 +52,9 @@
 //!   a property or a header line (CR and LF come out as `%0D%0A`).
 //! * `traceparent` is written as version `00` in lowercase hex, keeping the trace id and
 //!   the `sampled` and Level 2 `random` flags, other flag bits zeroed; `tracestate` only
-//!   alongside a valid `traceparent`. An invalid one starts a new trace.
+//!   alongside a valid `traceparent`. An invalid `traceparent` starts a new trace; an
+//!   invalid `tracestate` (a bad member, a repeated key, over 32 members) is dropped
+//!   whole, as the W3C test suite requires.
 //!
 //! # With OpenTelemetry
 //!
@@ -66,7 +68,10 @@
 //! * it percent-decodes keys (tasklocal takes keys as the tokens they are);
 //! * it drops a member whose value is not UTF-8 once decoded (tasklocal reads U+FFFD);
 //! * it keeps only the `sampled` flag of `traceparent` (the `random` flag is lost there),
-//!   and accepts a version `00` header with trailing data (tasklocal does not).
+//!   and accepts a version `00` header with trailing data (tasklocal does not);
+//! * it keeps the first 32 members of a longer `tracestate`, takes an empty system id
+//!   (`foo@`) or a tenant id over 241 characters, and rejects a 14-character system id
+//!   (tasklocal, like the W3C test suite, drops the first three and keeps the last).
 
 mod layer;
 mod propagate;

@@ -9,10 +9,14 @@
 //! * [`TraceParent`] keeps only the flags defined by Level 2 (`sampled`
 //!   0x01, `random` 0x02); other bits are zeroed on parse, as the spec
 //!   requires of vendors, and the header is always written as version `00`.
-//! * [`TraceState`] drops an invalid or duplicate list-member alone (the
-//!   first occurrence of a key wins) rather than discarding the whole header,
-//!   which the spec also allows, and keeps at most [`MAX_TRACESTATE_MEMBERS`]
-//!   members.
+//! * [`TraceState`]: a `tracestate` with an invalid list-member, a repeated
+//!   key or more than [`MAX_TRACESTATE_MEMBERS`] members is discarded whole
+//!   (empty members, OWS around members and several header lines are fine).
+//!   The spec allows dropping either the bad member or the whole header; the
+//!   W3C test suite (strict level 2) requires the whole header, and so does
+//!   the OpenTelemetry SDK for invalid members. Unlike `baggage`, a
+//!   `tracestate` is one vendor's opaque state: a partial one could mislead
+//!   it. The `traceparent` is kept either way.
 
 use std::collections::hash_map::RandomState;
 use std::fmt;
@@ -265,15 +269,18 @@ pub struct TraceState {
 }
 
 impl TraceState {
-    /// Parses a `tracestate` header value; never fails. Empty, invalid and
-    /// duplicate members are dropped alone; at most
-    /// [`MAX_TRACESTATE_MEMBERS`] are kept.
+    /// Parses a `tracestate` header value; never fails. Empty members are
+    /// skipped; an invalid member, a repeated key or more than
+    /// [`MAX_TRACESTATE_MEMBERS`] members make the whole state empty (see the
+    /// [module docs](self)).
     ///
     /// ```
     /// use tasklocal::http::traceparent::TraceState;
     ///
-    /// let ts = TraceState::parse("a=1,,BAD=2,a=3,t@sys=4,b=trailing ");
+    /// let ts = TraceState::parse(" a=1,, t@sys=4 ,b=trailing ");
     /// assert_eq!(ts.iter().collect::<Vec<_>>(), [("a", "1"), ("t@sys", "4"), ("b", "trailing")]);
+    /// assert!(TraceState::parse("a=1,BAD=2").is_empty());
+    /// assert!(TraceState::parse("a=1,a=2").is_empty());
     /// ```
     pub fn parse(header: &str) -> Self {
         Self::parse_all([header])
@@ -285,16 +292,20 @@ impl TraceState {
         let mut state = Self::default();
         for header in headers {
             for member in header.as_ref().split(',').map(trim_ows) {
-                if state.members.len() == MAX_TRACESTATE_MEMBERS {
-                    return state;
+                if member.is_empty() {
+                    continue;
                 }
                 match member.split_once('=') {
                     Some((key, value))
-                        if is_key(key) && is_value(value) && state.get(key).is_none() =>
+                        if is_key(key)
+                            && is_value(value)
+                            && state.get(key).is_none()
+                            && state.members.len() < MAX_TRACESTATE_MEMBERS =>
                     {
                         state.members.push((key.to_owned(), value.to_owned()));
                     }
-                    _ => {}
+                    // Invalid: discarded whole.
+                    _ => return Self::default(),
                 }
             }
         }
@@ -512,30 +523,59 @@ mod tests {
     }
 
     #[test]
-    fn tracestate_invalid_members() {
+    fn tracestate_invalid_members_discard_the_whole_state() {
         let long = "a".repeat(257);
-        let header = format!(
-            "0abc=x,Abc=x,a b=x,a=,a= ,@v=x,t@=x,t@V=x,t@v@w=x,t@sys456789012345=x,\
-             a=b=c,a=é,a=x\t y,{long}=x,k={long},ok= lead"
-        );
-        assert_eq!(
-            TraceState::parse(&header).iter().collect::<Vec<_>>(),
-            [("ok", " lead")]
-        );
+        for bad in [
+            "0abc=x",
+            "Abc=x",
+            "a b=x",
+            "a=",
+            "a= ",
+            "@v=x",
+            "t@=x",
+            "t@V=x",
+            "t@v@w=x",
+            "t@sys456789012345=x",
+            "a=b=c",
+            "a=é",
+            "a=x\t y",
+            "noequals",
+            "foo =1",
+            "foo.bar=1",
+        ]
+        .into_iter()
+        .map(String::from)
+        .chain([format!("{long}=x"), format!("k={long}")])
+        {
+            let header = format!("ok=1,{bad},other=2");
+            assert!(TraceState::parse(&header).is_empty(), "{header:?}");
+        }
         let ts = TraceState::parse(&format!("{}=x,t@{}=x", "a".repeat(256), "s".repeat(14)));
         assert_eq!(ts.len(), 2);
+        let ts = TraceState::parse(&format!("{}@{}=1", "t".repeat(241), "v".repeat(14)));
+        assert_eq!(ts.len(), 1);
+        assert!(TraceState::parse(&format!("{}@v=1", "t".repeat(242))).is_empty());
+        assert_eq!(TraceState::parse("ok= lead").get("ok"), Some(" lead"));
+        assert!(TraceState::parse("foo=1,foo=1").is_empty());
+        assert!(TraceState::parse_all(["foo=1", "foo=2"]).is_empty());
     }
 
     #[test]
     fn tracestate_limits() {
-        let header: Vec<_> = (0..40).map(|i| format!("k{i}=v")).collect();
-        let ts = TraceState::parse(&header.join(","));
+        let header: Vec<_> = (1..=32).map(|i| format!("bar{i:02}={i:02}")).collect();
+        let ts = TraceState::parse_all(header.chunks(10).map(|c| c.join(",")));
         assert_eq!(ts.len(), 32);
-        assert_eq!(ts.iter().last(), Some(("k31", "v")));
+        assert_eq!(ts.get("bar01"), Some("01"));
         let mut ts = ts;
         assert!(ts.insert("new", "v"));
         assert_eq!(ts.len(), 32);
         assert_eq!(ts.iter().next(), Some(("new", "v")));
-        assert_eq!(ts.get("k31"), None);
+        assert_eq!(ts.get("bar32"), None);
+        // 33 members: discarded.
+        let header: Vec<_> = (1..=33).map(|i| format!("bar{i:02}={i:02}")).collect();
+        assert!(TraceState::parse(&header.join(",")).is_empty());
+        // Empty lines and members are fine.
+        let ts = TraceState::parse_all(["", "foo=1", " , "]);
+        assert_eq!(ts.to_string(), "foo=1");
     }
 }
