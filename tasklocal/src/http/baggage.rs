@@ -504,6 +504,45 @@ mod tests {
         );
     }
 
+    /// The cases of the W3C test suite (`w3c/baggage`, `test/test_baggage.py`).
+    #[test]
+    fn w3c_test_suite() {
+        let b = Baggage::parse(
+            "SomeKey \t = \t SomeValue \t ; \t SomeProp \t , \t SomeKey2 \t = \t SomeValue2 \t ; \t ValueProp \t = \t PropVal",
+        );
+        assert_eq!(
+            pairs(&b),
+            [("SomeKey", "SomeValue"), ("SomeKey2", "SomeValue2")]
+        );
+        assert_eq!(b.properties("SomeKey"), Some(&["SomeProp".to_owned()][..]));
+        assert_eq!(
+            b.properties("SomeKey2"),
+            Some(&["ValueProp=PropVal".to_owned()][..])
+        );
+        let b = Baggage::parse("SomeKey=SomeValue=equals");
+        assert_eq!(b.get("SomeKey"), Some("SomeValue=equals"));
+        // urllib.parse.quote("\t \"';=asdf!@#$%^&*()"), with and without OWS around it.
+        let encoded = "%09%20%22%27%3B%3Dasdf%21%40%23%24%25%5E%26%2A%28%29";
+        for header in [
+            format!("SomeKey={encoded}"),
+            format!("SomeKey \t = \t {encoded} \t "),
+        ] {
+            assert_eq!(
+                Baggage::parse(&header).get("SomeKey"),
+                Some("\t \"';=asdf!@#$%^&*()")
+            );
+        }
+        // Limits: 64 members, and one member of exactly 8192 bytes.
+        let mut b = Baggage::new();
+        for i in 0..64 {
+            b.insert(format!("key{i}"), "value");
+        }
+        assert_eq!(b.to_string().split(',').count(), 64);
+        let mut b = Baggage::new();
+        b.insert("a", "0123456789".repeat(819));
+        assert_eq!(b.to_string().len(), 8192);
+    }
+
     #[test]
     fn malformed_members_dropped_alone() {
         let b = Baggage::parse(
