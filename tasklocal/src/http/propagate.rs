@@ -38,11 +38,11 @@ const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 ///   and `tracestate` is then ignored.
 /// * Nothing else: the snapshot holds no other value of any owner.
 ///
-/// Parsing never fails and never panics, whatever the bytes: a malformed list member is
-/// dropped alone, and what is kept is bounded by the W3C limits (see
-/// [`baggage`](super::baggage) and [`traceparent`](super::traceparent)). Header lines
-/// that are not UTF-8 lose only their bad members. A `baggage` or `tracestate` list may
-/// be split over several header lines.
+/// Parsing never fails and never panics, whatever the bytes: a malformed `baggage`
+/// member is dropped alone (an invalid `tracestate` whole), and what is kept is bounded
+/// by the W3C limits (see [`baggage`](super::baggage) and
+/// [`traceparent`](super::traceparent)). Header lines that are not UTF-8 lose only their
+/// bad members. A `baggage` or `tracestate` list may be split over several header lines.
 ///
 /// ```
 /// use http::HeaderMap;
