@@ -1,0 +1,1156 @@
+//! Regenerates `docs/BENCHMARKS.md` and `docs/benchmarks.svg`: runs every criterion
+//! benchmark of this crate with short warm-up and measurement times, runs the
+//! `memory` program, reads criterion's `estimates.json` files, and writes a table of
+//! medians and ratios with the SPEC.md section 8 budget lines marked pass or fail.
+//!
+//! ```text
+//! cargo run --release -p tasklocal-benches --bin report
+//! ```
+//!
+//! Options:
+//!
+//! * `--automatic`: also build with `RUSTFLAGS="--cfg tokio_unstable"` (in
+//!   `<target>/unstable`) and measure automatic mode (the `automatic` bench and the
+//!   `automatic` rows of `core`);
+//! * `--no-run`: run nothing, regenerate the files from the results already on disk;
+//! * `--quick`: shorter times (a smoke test of the pipeline, not for publishing);
+//! * `--tasks N`: idle tasks for the memory measurement (default 1,000,000).
+//!
+//! Results live under `$CARGO_TARGET_DIR` if set, else `<workspace>/target`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::SystemTime;
+
+use serde_json::Value;
+
+/// The benches of this crate that need no special build, in report order.
+const BENCHES: [&str; 4] = ["core", "overhead", "mdc", "http"];
+
+/// One criterion result.
+#[derive(Clone, Debug)]
+struct Estimate {
+    /// Median time per iteration, ns.
+    median: f64,
+    /// Its 95% confidence interval, ns.
+    low: f64,
+    high: f64,
+}
+
+struct Options {
+    run: bool,
+    automatic: bool,
+    warm_up: &'static str,
+    measurement: &'static str,
+    tasks: String,
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let options = Options {
+        run: !args.iter().any(|a| a == "--no-run"),
+        automatic: args.iter().any(|a| a == "--automatic"),
+        warm_up: if quick { "0.2" } else { "0.5" },
+        measurement: if quick { "0.5" } else { "1.5" },
+        tasks: args
+            .iter()
+            .position(|a| a == "--tasks")
+            .and_then(|i| args.get(i + 1).cloned())
+            .unwrap_or_else(|| "1000000".into()),
+    };
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the benches crate lives in the workspace")
+        .to_path_buf();
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace.join("target"));
+    let target = if target.is_relative() {
+        workspace.join(target)
+    } else {
+        target
+    };
+    let stable_home = target.join("criterion");
+    let unstable_target = target.join("unstable");
+    let unstable_home = target.join("criterion-unstable");
+    let memory_file = target.join("tasklocal-memory.json");
+
+    let started = SystemTime::now();
+    let load_before = load_average();
+    if options.run {
+        for bench in BENCHES {
+            cargo_bench(
+                &workspace,
+                &target,
+                &stable_home,
+                bench,
+                None,
+                &options,
+                false,
+            );
+        }
+        if options.automatic {
+            cargo_bench(
+                &workspace,
+                &unstable_target,
+                &unstable_home,
+                "core",
+                Some("automatic"),
+                &options,
+                true,
+            );
+            cargo_bench(
+                &workspace,
+                &unstable_target,
+                &unstable_home,
+                "automatic",
+                None,
+                &options,
+                true,
+            );
+        }
+        let memory = run_memory(&workspace, &target, &options.tasks);
+        fs::write(&memory_file, &memory).expect("write the memory results");
+    }
+    let load_after = load_average();
+    let fresh_since = options.run.then_some(started);
+
+    let mut results = read_estimates(&stable_home, fresh_since);
+    if options.automatic || !options.run {
+        for (id, e) in read_estimates(&unstable_home, fresh_since) {
+            results.insert(format!("tokio_unstable: {id}"), e);
+        }
+    }
+    let memory: Value = fs::read_to_string(&memory_file)
+        .ok()
+        .and_then(|s| serde_json::from_str(&s).ok())
+        .unwrap_or(Value::Null);
+
+    let machine = Machine::probe(&workspace, load_before, load_after);
+    let report = Report {
+        results,
+        memory,
+        machine,
+        options: &options,
+    };
+    let docs = workspace.join("docs");
+    fs::create_dir_all(&docs).expect("create docs/");
+    let (markdown, svg) = report.render();
+    fs::write(docs.join("BENCHMARKS.md"), markdown).expect("write docs/BENCHMARKS.md");
+    fs::write(docs.join("benchmarks.svg"), svg).expect("write docs/benchmarks.svg");
+    eprintln!("wrote {}", docs.join("BENCHMARKS.md").display());
+    eprintln!("wrote {}", docs.join("benchmarks.svg").display());
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn cargo_bench(
+    workspace: &Path,
+    target: &Path,
+    home: &Path,
+    bench: &str,
+    filter: Option<&str>,
+    options: &Options,
+    unstable: bool,
+) {
+    eprintln!(
+        "== cargo bench --bench {bench}{}{}",
+        filter.map(|f| format!(" -- {f}")).unwrap_or_default(),
+        if unstable {
+            " (--cfg tokio_unstable)"
+        } else {
+            ""
+        }
+    );
+    let mut cmd = cargo();
+    cmd.current_dir(workspace)
+        .args(["bench", "-p", "tasklocal-benches", "--bench", bench, "--"])
+        .args(filter)
+        .args([
+            "--noplot",
+            "--warm-up-time",
+            options.warm_up,
+            "--measurement-time",
+            options.measurement,
+        ])
+        .env("CARGO_TARGET_DIR", target)
+        .env("CRITERION_HOME", home)
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::inherit());
+    if unstable {
+        let flags = std::env::var("RUSTFLAGS").unwrap_or_default();
+        cmd.env("RUSTFLAGS", format!("{flags} --cfg tokio_unstable"));
+    }
+    let status = cmd.status().expect("run cargo bench");
+    assert!(status.success(), "cargo bench --bench {bench} failed");
+}
+
+fn run_memory(workspace: &Path, target: &Path, tasks: &str) -> String {
+    eprintln!("== memory and scale (--tasks {tasks})");
+    let out = cargo()
+        .current_dir(workspace)
+        .args([
+            "run",
+            "--release",
+            "-p",
+            "tasklocal-benches",
+            "--bin",
+            "memory",
+            "--",
+            "--json",
+            "--tasks",
+            tasks,
+        ])
+        .env("CARGO_TARGET_DIR", target)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run the memory program");
+    assert!(out.status.success(), "the memory program failed");
+    String::from_utf8(out.stdout).expect("utf-8 output")
+}
+
+/// Every `new/estimates.json` under `home`, by "group/function" id; with `since`, only
+/// those written after it (results of benchmarks removed since are left out).
+fn read_estimates(home: &Path, since: Option<SystemTime>) -> BTreeMap<String, Estimate> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![home.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            if path.file_name().and_then(|n| n.to_str()) != Some("estimates.json")
+                || path
+                    .parent()
+                    .and_then(Path::file_name)
+                    .and_then(|n| n.to_str())
+                    != Some("new")
+            {
+                continue;
+            }
+            if let Some(since) = since {
+                let written = entry.metadata().and_then(|m| m.modified());
+                if written.map_or(true, |w| w < since) {
+                    continue;
+                }
+            }
+            let Some(id) = fs::read_to_string(path.with_file_name("benchmark.json"))
+                .ok()
+                .and_then(|s| serde_json::from_str::<Value>(&s).ok())
+                .and_then(|v| v["full_id"].as_str().map(str::to_string))
+            else {
+                continue;
+            };
+            let Some(est) = fs::read_to_string(&path)
+                .ok()
+                .and_then(|s| serde_json::from_str::<Value>(&s).ok())
+            else {
+                continue;
+            };
+            let median = &est["median"];
+            let (Some(median), Some(low), Some(high)) = (
+                median["point_estimate"].as_f64(),
+                median["confidence_interval"]["lower_bound"].as_f64(),
+                median["confidence_interval"]["upper_bound"].as_f64(),
+            ) else {
+                continue;
+            };
+            out.insert(id, Estimate { median, low, high });
+        }
+    }
+    out
+}
+
+fn load_average() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+struct Machine {
+    cpus: usize,
+    cpu_model: String,
+    rustc: String,
+    versions: Vec<(String, String)>,
+    load_before: String,
+    load_after: String,
+}
+
+impl Machine {
+    fn probe(workspace: &Path, load_before: String, load_after: String) -> Machine {
+        let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+        let cpu_model = fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("model name"))
+                    .and_then(|l| l.split_once(':'))
+                    .map(|(_, m)| m.trim().to_string())
+            })
+            .unwrap_or_else(|| "unknown".into());
+        let rustc = Command::new(std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into()))
+            .arg("-V")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|| "unknown".into());
+        let lock = fs::read_to_string(workspace.join("Cargo.lock")).unwrap_or_default();
+        let versions = [
+            "tasklocal",
+            "tokio",
+            "futures",
+            "thread_local",
+            "opentelemetry",
+            "criterion",
+        ]
+        .iter()
+        .map(|name| (name.to_string(), locked_version(&lock, name)))
+        .collect();
+        Machine {
+            cpus,
+            cpu_model,
+            rustc,
+            versions,
+            load_before,
+            load_after,
+        }
+    }
+}
+
+/// The version of `name` in a `Cargo.lock`.
+fn locked_version(lock: &str, name: &str) -> String {
+    let needle = format!("name = \"{name}\"\nversion = \"");
+    lock.find(&needle)
+        .and_then(|at| {
+            let rest = &lock[at + needle.len()..];
+            rest.find('"').map(|end| rest[..end].to_string())
+        })
+        .unwrap_or_else(|| "?".into())
+}
+
+/// A budget line of SPEC.md section 8.
+struct Budget {
+    what: String,
+    /// The label in the chart.
+    short: &'static str,
+    measured: Option<f64>,
+    limit: f64,
+    /// `true`: the measured value must be at most `limit`; `false`: at least.
+    at_most: bool,
+    unit: &'static str,
+    detail: String,
+}
+
+impl Budget {
+    fn pass(&self) -> Option<bool> {
+        let m = self.measured?;
+        Some(if self.at_most {
+            m <= self.limit
+        } else {
+            m >= self.limit
+        })
+    }
+    fn verdict(&self) -> &'static str {
+        match self.pass() {
+            Some(true) => "**pass**",
+            Some(false) => "**FAIL**",
+            None => "not measured",
+        }
+    }
+    fn measured_text(&self) -> String {
+        match self.measured {
+            Some(m) if self.unit == "×" => format!("{m:.2}×"),
+            Some(m) => format!("{m} {}", self.unit),
+            None => "—".into(),
+        }
+    }
+    fn limit_text(&self) -> String {
+        let op = if self.at_most { "≤" } else { "≥" };
+        if self.unit == "×" {
+            format!("{op} {}×", self.limit)
+        } else {
+            format!("{op} {} {}", self.limit, self.unit)
+        }
+    }
+}
+
+/// Each group's baseline, the row every other row of the group is divided by.
+const BASELINES: [(&str, &str); 8] = [
+    ("get_u64", "std_thread_local_cell"),
+    ("set_u64", "std_thread_local_cell"),
+    ("dynamic_get_u64", "std_thread_local_hashmap_any"),
+    ("dynamic_set_u64", "std_thread_local_hashmap_any"),
+    ("id", "tokio_try_id_in_tokio_task"),
+    ("poll", "tokio_task_local_future_1_key"),
+    ("spawn_await", "tokio_spawn"),
+    ("snapshot", "bare_closure_call"),
+];
+
+/// Published figures, not measured here.
+const PUBLISHED: [(&str, &str, &str); 7] = [
+    ("timandy/routine", "goroutine-local `Get`", "8.6 ns"),
+    ("timandy/routine", "goroutine-local `Set`", "22.6 ns"),
+    (
+        "timandy/routine",
+        "inherit on spawn (`GoWait` with inheritable values)",
+        "3.5× a plain `go` spawn",
+    ),
+    ("huandu/go-tls", "`Get`", "20 ns"),
+    ("jtolds/gls", "`GetValue`", "~900–1,400 ns"),
+    ("Go stdlib", "`ctx.Value`", "5 ns"),
+    ("Go stdlib", "`context.WithValue`", "55 ns"),
+];
+
+struct Report<'a> {
+    results: BTreeMap<String, Estimate>,
+    memory: Value,
+    machine: Machine,
+    options: &'a Options,
+}
+
+impl Report<'_> {
+    fn median(&self, id: &str) -> Option<f64> {
+        self.results.get(id).map(|e| e.median)
+    }
+
+    fn ratio(&self, a: &str, b: &str) -> Option<f64> {
+        Some(self.median(a)? / self.median(b)?)
+    }
+
+    fn ns(&self, id: &str) -> String {
+        self.median(id).map_or("—".into(), fmt_ns)
+    }
+
+    fn budgets(&self) -> Vec<Budget> {
+        let m = &self.memory;
+        let std_get = "get_u64/std_thread_local_cell";
+        let poll_overhead = |id: &str| Some(self.median(id)? - self.median("poll/bare_future")?);
+        let tl_poll = poll_overhead("poll/tasklocal_task_1_value");
+        let tokio_poll = poll_overhead("poll/tokio_task_local_future_1_key");
+        let spawns: Vec<Option<f64>> = [0, 1, 8, 64]
+            .iter()
+            .map(|n| self.median(&format!("spawn_await/tasklocal_spawn_{n}_values")))
+            .collect();
+        let spread = spawns
+            .iter()
+            .copied()
+            .collect::<Option<Vec<f64>>>()
+            .map(|v| {
+                let max = v.iter().copied().fold(f64::MIN, f64::max);
+                let min = v.iter().copied().fold(f64::MAX, f64::min);
+                max / min
+            });
+        let rss = |k: &str| m["rss_bytes_per_task"][k].as_f64();
+        let allocs = |k: &str| m["allocations"][k].as_f64();
+        vec![
+            Budget {
+                what: "`Local::get` u64 in a `Task` vs std `thread_local!` `Cell::get`".into(),
+                short: "Local::get vs std Cell::get",
+                measured: self.ratio("get_u64/tasklocal_in_task", std_get),
+                limit: 2.5,
+                at_most: true,
+                unit: "×",
+                detail: format!(
+                    "{} vs {}",
+                    self.ns("get_u64/tasklocal_in_task"),
+                    self.ns(std_get)
+                ),
+            },
+            Budget {
+                what: "`Local::get` u64 in a `Task` vs tokio `task_local!` `get`".into(),
+                short: "Local::get vs tokio task_local! get",
+                measured: self.ratio("get_u64/tasklocal_in_task", "get_u64/tokio_task_local"),
+                limit: 2.0,
+                at_most: true,
+                unit: "×",
+                detail: format!(
+                    "{} vs {}",
+                    self.ns("get_u64/tasklocal_in_task"),
+                    self.ns("get_u64/tokio_task_local")
+                ),
+            },
+            Budget {
+                what: "`Local::set` u64 (present) vs std `Cell::set`".into(),
+                short: "Local::set vs std Cell::set",
+                measured: self.ratio("set_u64/tasklocal_in_task", "set_u64/std_thread_local_cell"),
+                limit: 3.0,
+                at_most: true,
+                unit: "×",
+                detail: format!(
+                    "{} vs {}",
+                    self.ns("set_u64/tasklocal_in_task"),
+                    self.ns("set_u64/std_thread_local_cell")
+                ),
+            },
+            Budget {
+                what: "`Local::set` u64 (present): allocations per call".into(),
+                short: "Local::set: allocations",
+                measured: allocs("local_set_present"),
+                limit: 0.0,
+                at_most: true,
+                unit: "allocations",
+                detail: "counting global allocator, typed and inheritable keys".into(),
+            },
+            Budget {
+                what: "dynamic `get(&\"key\")` u64 vs std `Cell::get`".into(),
+                short: r#"dynamic get(&"key") vs Cell::get"#,
+                measured: self.ratio("dynamic_get_u64/tasklocal_in_task", std_get),
+                limit: 5.0,
+                at_most: true,
+                unit: "×",
+                detail: format!(
+                    "{} vs {}",
+                    self.ns("dynamic_get_u64/tasklocal_in_task"),
+                    self.ns(std_get)
+                ),
+            },
+            Budget {
+                what: "`id()` vs std `Cell::get`".into(),
+                short: "id() vs Cell::get",
+                measured: self.ratio("id/tasklocal_in_task", std_get),
+                limit: 2.0,
+                at_most: true,
+                unit: "×",
+                detail: format!("{} vs {}", self.ns("id/tasklocal_in_task"), self.ns(std_get)),
+            },
+            Budget {
+                what: "`Task` overhead per poll (one value set) vs tokio `TaskLocalFuture` (one key)"
+                    .into(),
+                short: "Task per-poll overhead vs TaskLocalFuture",
+                measured: tl_poll.zip(tokio_poll).map(|(a, b)| a / b),
+                limit: 1.5,
+                at_most: true,
+                unit: "×",
+                detail: format!(
+                    "{} vs {} above a bare future's poll ({})",
+                    tl_poll.map_or("—".into(), fmt_ns),
+                    tokio_poll.map_or("—".into(), fmt_ns),
+                    self.ns("poll/bare_future")
+                ),
+            },
+            Budget {
+                what: "`tasklocal::spawn` with 8 inherited values vs plain `tokio::spawn` (spawn + await)"
+                    .into(),
+                short: "spawn, 8 values vs tokio::spawn",
+                measured: self.ratio(
+                    "spawn_await/tasklocal_spawn_8_values",
+                    "spawn_await/tokio_spawn",
+                ),
+                limit: 1.1,
+                at_most: true,
+                unit: "×",
+                detail: format!(
+                    "{} vs {}",
+                    self.ns("spawn_await/tasklocal_spawn_8_values"),
+                    self.ns("spawn_await/tokio_spawn")
+                ),
+            },
+            Budget {
+                what: "… independent of the number: slowest / fastest of 0, 1, 8, 64 values".into(),
+                short: "spawn: slowest / fastest of 0–64 values",
+                measured: spread,
+                limit: 1.1,
+                at_most: true,
+                unit: "×",
+                detail: spawns
+                    .iter()
+                    .zip([0, 1, 8, 64])
+                    .map(|(t, n)| format!("{n}: {}", t.map_or("—".into(), fmt_ns)))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            },
+            Budget {
+                what: "a `Task` that never touches storage: allocations".into(),
+                short: "untouched Task: allocations",
+                measured: allocs("task_untouched")
+                    .zip(allocs("task_untouched_inheriting_8"))
+                    .map(|(a, b)| a.max(b)),
+                limit: 0.0,
+                at_most: true,
+                unit: "allocations",
+                detail: format!(
+                    "isolated: {}, inheriting 8 values: {} per task (created, polled twice, completed)",
+                    allocs("task_untouched").map_or("—".into(), |a| a.to_string()),
+                    allocs("task_untouched_inheriting_8").map_or("—".into(), |a| a.to_string()),
+                ),
+            },
+            Budget {
+                what: format!(
+                    "{} idle `tasklocal::spawn`ed tasks: resident memory vs plain `tokio::spawn`",
+                    fmt_count(m["tasks"].as_u64().unwrap_or(0))
+                ),
+                short: "idle tasks: RSS vs tokio::spawn",
+                measured: rss("tasklocal_spawn_untouched")
+                    .zip(rss("tokio_spawn"))
+                    .map(|(a, b)| a / b),
+                limit: 1.15,
+                at_most: true,
+                unit: "×",
+                detail: format!(
+                    "{} vs {} per task",
+                    rss("tasklocal_spawn_untouched").map_or("—".into(), fmt_bytes),
+                    rss("tokio_spawn").map_or("—".into(), fmt_bytes)
+                ),
+            },
+            Budget {
+                what: "two threads on separate tasks vs one (get + set throughput)".into(),
+                short: "2 threads vs 1: throughput",
+                measured: m["scaling"]["tasklocal"]["ratio"].as_f64(),
+                limit: 1.8,
+                at_most: false,
+                unit: "×",
+                detail: format!(
+                    "std `thread_local!` on the same machine: {}",
+                    m["scaling"]["std_thread_local"]["ratio"]
+                        .as_f64()
+                        .map_or("—".into(), |r| format!("{r:.2}×"))
+                ),
+            },
+        ]
+    }
+
+    fn render(&self) -> (String, String) {
+        let budgets = self.budgets();
+        let mut md = String::new();
+        let w = &mut md;
+        let _ = writeln!(w, "# Benchmarks\n");
+        let _ = writeln!(
+            w,
+            "Generated by `cargo run --release -p tasklocal-benches --bin report`{} — do not \
+             edit by hand. Every accessor is called through a `black_box`ed function pointer \
+             (one call the optimizer cannot hoist out of the loop) on both sides of each ratio; \
+             all rows of one table come from the same run. Times are criterion medians{}.\n",
+            if self.options.automatic {
+                " `--automatic`"
+            } else {
+                ""
+            },
+            if self.options.run {
+                format!(
+                    " (warm-up {} s, measurement {} s per benchmark)",
+                    self.options.warm_up, self.options.measurement
+                )
+            } else {
+                String::new()
+            }
+        );
+        let _ = writeln!(w, "![ratios against the budget](benchmarks.svg)\n");
+
+        let _ = writeln!(w, "## Machine\n");
+        let mc = &self.machine;
+        let _ = writeln!(w, "| | |\n|---|---|");
+        let _ = writeln!(w, "| CPU | {} |", mc.cpu_model);
+        let _ = writeln!(w, "| `nproc` | {} |", mc.cpus);
+        let _ = writeln!(w, "| rustc | `{}` |", mc.rustc);
+        let _ = writeln!(
+            w,
+            "| crates | {} |",
+            mc.versions
+                .iter()
+                .map(|(n, v)| format!("{n} {v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let _ = writeln!(
+            w,
+            "| load average (1, 5, 15 min) | {} before the run, {} after |",
+            mc.load_before, mc.load_after
+        );
+        let _ = writeln!(w, "| noise | {} |\n", self.noise());
+
+        let _ = writeln!(w, "## Budget (SPEC.md section 8)\n");
+        let _ = writeln!(w, "| line | measured | budget | verdict | detail |");
+        let _ = writeln!(w, "|---|---|---|---|---|");
+        for b in &budgets {
+            let _ = writeln!(
+                w,
+                "| {} | {} | {} | {} | {} |",
+                b.what,
+                b.measured_text(),
+                b.limit_text(),
+                b.verdict(),
+                b.detail
+            );
+        }
+        let passed = budgets.iter().filter(|b| b.pass() == Some(true)).count();
+        let _ = writeln!(
+            w,
+            "\n{passed} of {} budget lines pass in this run.\n",
+            budgets.len()
+        );
+
+        let _ = writeln!(w, "## Medians and ratios\n");
+        let _ = writeln!(
+            w,
+            "Each group is divided by its baseline (the row marked 1.00×). `poll` rows are \
+             per poll of a future that returns `Pending` again and again, polled by hand with a \
+             no-op waker; *overhead* is the median minus the bare future's. `spawn_await` \
+             rows spawn and await an empty task on a current-thread runtime, from a parent \
+             that is itself a `tasklocal::task` (except `tokio_spawn_bare_parent`).\n"
+        );
+        for (group, baseline) in BASELINES {
+            self.group_table(w, group, Some(baseline));
+        }
+
+        let _ = writeln!(w, "## Memory and scale\n");
+        self.memory_tables(w);
+
+        let others: Vec<String> = {
+            let mine: Vec<&str> = BASELINES.iter().map(|(g, _)| *g).collect();
+            let mut groups: Vec<String> = self
+                .results
+                .keys()
+                .filter_map(|id| id.rsplit_once('/').map(|(g, _)| g.to_string()))
+                .filter(|g| !mine.contains(&g.as_str()))
+                .collect();
+            groups.sort();
+            groups.dedup();
+            groups
+        };
+        if !others.is_empty() {
+            let _ = writeln!(w, "## Other benchmarks of this crate\n");
+            let _ = writeln!(
+                w,
+                "`benches/mdc.rs`, `benches/http.rs` and (with `--automatic`) \
+                 `benches/automatic.rs`; the baseline of each group is its plain / std / \
+                 no-layer row where there is one.\n"
+            );
+            for group in &others {
+                self.group_table(w, group, None);
+            }
+        }
+
+        let _ = writeln!(w, "## Published reference figures (not measured here)\n");
+        let _ = writeln!(
+            w,
+            "For scale only: these come from the projects' own published benchmarks, \
+             measured on a 2-vCPU Xeon with Go 1.19/1.25, not on this machine and not in this run.\n"
+        );
+        let _ = writeln!(w, "| project | operation | published cost |\n|---|---|---|");
+        for (project, op, cost) in PUBLISHED {
+            let _ = writeln!(w, "| {project} | {op} | {cost} |");
+        }
+        let _ = writeln!(w);
+        (md, self.svg(&budgets))
+    }
+
+    /// A one-line summary of how noisy the run was.
+    fn noise(&self) -> String {
+        let mut widths: Vec<f64> = self
+            .results
+            .values()
+            .filter(|e| e.median > 0.0)
+            .map(|e| (e.high - e.low) / e.median * 100.0)
+            .collect();
+        widths.sort_by(f64::total_cmp);
+        if widths.is_empty() {
+            return "no results".into();
+        }
+        let mid = widths[widths.len() / 2];
+        let p90 = widths[(widths.len() * 9 / 10).min(widths.len() - 1)];
+        format!(
+            "95% confidence interval of the median: {mid:.1}% of it for the typical \
+             benchmark, {p90:.1}% at the 90th percentile ({} benchmarks); load above {} \
+             means other processes shared the CPUs",
+            widths.len(),
+            self.machine.cpus
+        )
+    }
+
+    fn group_table(&self, w: &mut String, group: &str, baseline: Option<&str>) {
+        let prefix = format!("{group}/");
+        let rows: Vec<(&str, &Estimate)> = self
+            .results
+            .iter()
+            .filter_map(|(id, e)| Some((id.strip_prefix(&prefix)?, e)))
+            .filter(|(name, _)| !name.contains('/'))
+            .collect();
+        if rows.is_empty() {
+            return;
+        }
+        let base = baseline
+            .and_then(|b| rows.iter().find(|(n, _)| *n == b))
+            .map(|(_, e)| e.median);
+        // Groups of the other benches compare rows pairwise: each row with the row
+        // that does the same work without tasklocal.
+        let pair = |name: &str| -> Option<(&str, f64)> {
+            let wanted = other_baseline(group, name)?;
+            rows.iter()
+                .find(|(n, _)| n.starts_with(wanted) && *n != name)
+                .map(|(n, e)| (*n, e.median))
+        };
+        let poll = group == "poll";
+        let bare = self.median("poll/bare_future");
+        let _ = writeln!(w, "### `{group}`\n");
+        if poll {
+            let _ = writeln!(
+                w,
+                "| benchmark | median | 95% CI | overhead per poll | × baseline |\n|---|---|---|---|---|"
+            );
+        } else {
+            let _ = writeln!(
+                w,
+                "| benchmark | median | 95% CI | ratio |\n|---|---|---|---|"
+            );
+        }
+        let mut sorted = rows.clone();
+        sorted.sort_by(|a, b| a.1.median.total_cmp(&b.1.median));
+        for (name, e) in sorted {
+            let ratio = match (base, pair(name)) {
+                (Some(b), _) => format!("{:.2}×", e.median / b),
+                (None, Some((other, b))) => format!("{:.2}× `{other}`", e.median / b),
+                _ => "—".into(),
+            };
+            let marked = if Some(name) == baseline {
+                format!("**{name}** (baseline)")
+            } else {
+                format!("`{name}`")
+            };
+            let ci = format!("{} – {}", fmt_ns(e.low), fmt_ns(e.high));
+            if poll {
+                let over = bare.map_or("—".into(), |b| fmt_ns(e.median - b));
+                let _ = writeln!(
+                    w,
+                    "| {marked} | {} | {ci} | {over} | {ratio} |",
+                    fmt_ns(e.median)
+                );
+            } else {
+                let _ = writeln!(w, "| {marked} | {} | {ci} | {ratio} |", fmt_ns(e.median));
+            }
+        }
+        let _ = writeln!(w);
+    }
+
+    fn memory_tables(&self, w: &mut String) {
+        let m = &self.memory;
+        if m.is_null() {
+            let _ = writeln!(w, "Not measured (run the report without `--no-run`).\n");
+            return;
+        }
+        let _ = writeln!(
+            w,
+            "Measured by `benches/src/bin/memory.rs`. Resident memory: {} tasks spawned on a \
+             current-thread runtime, each parked on a never-firing future; VmRSS from \
+             `/proc/self/status` before and after, each variant in a fresh process.\n",
+            fmt_count(m["tasks"].as_u64().unwrap_or(0))
+        );
+        let _ = writeln!(
+            w,
+            "| idle tasks | resident bytes per task | × plain `tokio::spawn` |\n|---|---|---|"
+        );
+        let plain = m["rss_bytes_per_task"]["tokio_spawn"].as_f64();
+        for (key, label) in [
+            ("tokio_spawn", "plain `tokio::spawn`"),
+            (
+                "tokio_task_local_scope",
+                "`tokio::spawn` of a tokio `task_local!` scope (u64)",
+            ),
+            (
+                "tasklocal_spawn_untouched",
+                "`tasklocal::spawn`, storage never touched",
+            ),
+            (
+                "tasklocal_spawn_1_value_set",
+                "`tasklocal::spawn`, one value set",
+            ),
+            (
+                "tasklocal_spawn_8_inherited",
+                "`tasklocal::spawn`, eight inherited values",
+            ),
+        ] {
+            let v = m["rss_bytes_per_task"][key].as_f64();
+            let _ = writeln!(
+                w,
+                "| {label} | {} | {} |",
+                v.map_or("—".into(), fmt_bytes),
+                v.zip(plain)
+                    .map_or("—".into(), |(v, p)| format!("{:.2}×", v / p))
+            );
+        }
+        let _ = writeln!(
+            w,
+            "\nAllocations, counted by a global allocator:\n\n| what | allocations |\n|---|---|"
+        );
+        for (key, label) in [
+            ("task_untouched", "per `Task::isolated` that never touches storage (created, polled twice, completed)"),
+            ("task_untouched_inheriting_8", "per `tasklocal::task` inheriting 8 values, never touching storage"),
+            ("local_set_present", "per `Local::set` of a present u64 (typed and inheritable keys)"),
+            ("tokio_spawn", "per `tokio::spawn` + await"),
+            ("tasklocal_spawn_8_values", "per `tasklocal::spawn` + await with 8 inherited values"),
+        ] {
+            let _ = writeln!(
+                w,
+                "| {label} | {} |",
+                m["allocations"][key].as_f64().map_or("—".into(), |a| a.to_string())
+            );
+        }
+        let _ = writeln!(
+            w,
+            "\nThroughput of get + set, each thread running its own `Task` ({} pairs per \
+             thread, best of {} rounds):\n\n| | one thread | two threads | ratio |\n|---|---|---|---|",
+            fmt_count(m["ops_per_thread"].as_u64().unwrap_or(0)),
+            m["rounds"]
+        );
+        for (key, label) in [
+            ("tasklocal", "`Local<u64>` in a `Task`"),
+            (
+                "std_thread_local",
+                "std `thread_local!` `Cell` (what the machine allows)",
+            ),
+        ] {
+            let s = &m["scaling"][key];
+            let f = |k: &str| {
+                s[k].as_f64()
+                    .map_or("—".into(), |v| format!("{:.0} M ops/s", v / 1e6))
+            };
+            let _ = writeln!(
+                w,
+                "| {label} | {} | {} | {} |",
+                f("one_thread_ops_per_s"),
+                f("two_threads_ops_per_s"),
+                s["ratio"]
+                    .as_f64()
+                    .map_or("—".into(), |r| format!("{r:.2}×"))
+            );
+        }
+        let _ = writeln!(w);
+    }
+
+    /// Two panels: every budget line against its limit, and the cost of a read next
+    /// to the published Go figures.
+    fn svg(&self, budgets: &[Budget]) -> String {
+        let label_w = 300.0;
+        let bar_w = 380.0;
+        let row = 24.0;
+        let width = label_w + bar_w + 170.0;
+        let top1 = 58.0;
+        let panel1 = budgets.len() as f64 * row;
+        let reads: Vec<(&str, Option<f64>, bool)> = vec![
+            (
+                "std thread_local! Cell::get",
+                self.median("get_u64/std_thread_local_cell"),
+                false,
+            ),
+            (
+                "tokio task_local! get",
+                self.median("get_u64/tokio_task_local"),
+                false,
+            ),
+            (
+                "thread_local crate get",
+                self.median("get_u64/thread_local_crate"),
+                false,
+            ),
+            (
+                "tasklocal Local::get in a Task",
+                self.median("get_u64/tasklocal_in_task"),
+                false,
+            ),
+            (
+                "tasklocal dynamic get(&\"key\")",
+                self.median("dynamic_get_u64/tasklocal_in_task"),
+                false,
+            ),
+            (
+                "OpenTelemetry Context get",
+                self.median("get_u64/opentelemetry_context"),
+                false,
+            ),
+            ("Go ctx.Value", Some(5.0), true),
+            ("timandy/routine Get", Some(8.6), true),
+            ("huandu/go-tls Get", Some(20.0), true),
+            ("jtolds/gls GetValue (~900–1,400)", Some(1100.0), true),
+        ];
+        let top2 = top1 + panel1 + 78.0;
+        let height = top2 + reads.len() as f64 * row + 16.0;
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            r##"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">"##
+        );
+        let _ = writeln!(s, r##"<rect width="100%" height="100%" fill="#ffffff"/>"##);
+        let _ = writeln!(
+            s,
+            r##"<text x="10" y="22" font-size="15" font-weight="bold">tasklocal against its budget (SPEC.md section 8)</text>"##
+        );
+        let _ = writeln!(
+            s,
+            r##"<text x="10" y="40" fill="#555">Bars: measured ratio (green within budget, red over); black tick: the budget. {} CPUs, {}, one run.</text>"##,
+            self.machine.cpus,
+            xml(&self.machine.cpu_model)
+        );
+        let max = budgets
+            .iter()
+            .filter(|b| b.unit == "×")
+            .flat_map(|b| [b.measured.unwrap_or(0.0), b.limit])
+            .fold(2.0_f64, f64::max)
+            * 1.05;
+        let x_of = |v: f64| label_w + (v / max).clamp(0.0, 1.0) * bar_w;
+        let _ = writeln!(
+            s,
+            r##"<line x1="{x:.1}" y1="{y1}" x2="{x:.1}" y2="{y2}" stroke="#999" stroke-dasharray="3,3"/><text x="{x:.1}" y="{ty}" text-anchor="middle" fill="#555">1×</text>"##,
+            x = x_of(1.0),
+            y1 = top1,
+            y2 = top1 + panel1,
+            ty = top1 + panel1 + 14.0
+        );
+        for (i, b) in budgets.iter().enumerate() {
+            let y = top1 + i as f64 * row;
+            let _ = writeln!(
+                s,
+                r##"<text x="{}" y="{}" text-anchor="end">{}</text>"##,
+                label_w - 8.0,
+                y + 16.0,
+                xml(b.short)
+            );
+            let color = match b.pass() {
+                Some(true) => "#3a9a3a",
+                Some(false) => "#c83232",
+                None => "#aaaaaa",
+            };
+            if b.unit != "×" {
+                // A count that must be zero: a dot and the number.
+                let _ = writeln!(
+                    s,
+                    r##"<circle cx="{}" cy="{}" r="6" fill="{color}"/><text x="{}" y="{}">{} (budget {})</text>"##,
+                    label_w + 6.0,
+                    y + 12.0,
+                    label_w + 18.0,
+                    y + 16.0,
+                    xml(&b.measured_text()),
+                    xml(&b.limit_text())
+                );
+                continue;
+            }
+            let v = b.measured.unwrap_or(0.0);
+            let _ = writeln!(
+                s,
+                r##"<rect x="{label_w}" y="{}" width="{:.1}" height="{}" fill="{color}"/>"##,
+                y + 4.0,
+                x_of(v) - label_w,
+                row - 8.0
+            );
+            let _ = writeln!(
+                s,
+                r##"<line x1="{x:.1}" y1="{}" x2="{x:.1}" y2="{}" stroke="#000" stroke-width="2"/>"##,
+                y + 1.0,
+                y + row - 1.0,
+                x = x_of(b.limit)
+            );
+            let _ = writeln!(
+                s,
+                r##"<text x="{:.1}" y="{}">{} (budget {})</text>"##,
+                x_of(v.max(b.limit)) + 6.0,
+                y + 16.0,
+                xml(&b.measured_text()),
+                xml(&b.limit_text())
+            );
+        }
+        let _ = writeln!(
+            s,
+            r##"<text x="10" y="{}" font-size="15" font-weight="bold">One read of a u64, ns</text><text x="10" y="{}" fill="#555">Blue: measured in this run. Grey: published Go figures (2-vCPU Xeon, Go 1.19/1.25), not measured here.</text>"##,
+            top2 - 32.0,
+            top2 - 14.0
+        );
+        let read_max = 25.0;
+        let x_ns = |v: f64| label_w + (v / read_max).min(1.0) * bar_w;
+        for (i, (label, v, published)) in reads.iter().enumerate() {
+            let y = top2 + i as f64 * row;
+            let _ = writeln!(
+                s,
+                r##"<text x="{}" y="{}" text-anchor="end">{}</text>"##,
+                label_w - 8.0,
+                y + 16.0,
+                xml(label)
+            );
+            let Some(v) = v else { continue };
+            let color = if *published { "#b0b0b0" } else { "#3a6fb0" };
+            let _ = writeln!(
+                s,
+                r##"<rect x="{label_w}" y="{}" width="{:.1}" height="{}" fill="{color}"/>"##,
+                y + 4.0,
+                x_ns(*v) - label_w,
+                row - 8.0
+            );
+            let text = if *v > read_max {
+                format!("{v:.0} ns, off scale")
+            } else {
+                format!("{v:.1} ns")
+            };
+            let _ = writeln!(
+                s,
+                r##"<text x="{:.1}" y="{}">{text}</text>"##,
+                x_ns(*v) + 6.0,
+                y + 16.0
+            );
+        }
+        let _ = writeln!(s, "</svg>");
+        s
+    }
+}
+
+/// For the groups of the other benches: the row that `name` is compared with (a
+/// prefix of its name).
+fn other_baseline(group: &str, name: &str) -> Option<&'static str> {
+    if name.contains("+ ServerLayer") {
+        Some("axum router, no layer")
+    } else if name.contains("+ ClientLayer") {
+        Some("tower client, no layer")
+    } else if name.starts_with("mdc_logger_4") || name.starts_with("with_mdc_4") {
+        Some("plain_4_explicit")
+    } else if name.ends_with("empty_mdc") {
+        Some("plain_no_fields")
+    } else if group.starts_with("mdc/") && name.starts_with("tasklocal") {
+        Some("std_thread_local")
+    } else if group.contains("poll_") || group.contains("spawn_await_current_thread") {
+        (name != "plain").then_some("plain")
+    } else {
+        None
+    }
+}
+
+fn fmt_ns(ns: f64) -> String {
+    if ns.abs() >= 10_000.0 {
+        format!("{:.1} µs", ns / 1000.0)
+    } else if ns.abs() >= 100.0 {
+        format!("{ns:.0} ns")
+    } else {
+        format!("{ns:.2} ns")
+    }
+}
+
+fn fmt_bytes(b: f64) -> String {
+    format!("{b:.0} B")
+}
+
+fn fmt_count(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn xml(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
