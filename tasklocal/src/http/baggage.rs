@@ -344,6 +344,9 @@ fn parse_member(raw: &str) -> Option<Member> {
 /// Decodes `%XX` escapes; a `%` not followed by two hex digits is kept.
 /// Invalid UTF-8 becomes U+FFFD (W3C Baggage, "value").
 fn percent_decode(s: &str) -> String {
+    if !s.contains('%') {
+        return s.to_owned();
+    }
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -363,7 +366,8 @@ fn percent_decode(s: &str) -> String {
             }
         }
     }
-    String::from_utf8_lossy(&out).into_owned()
+    String::from_utf8(out)
+        .unwrap_or_else(|invalid| String::from_utf8_lossy(invalid.as_bytes()).into_owned())
 }
 
 /// Whether a value byte is written as it is (else percent-encoded): a `baggage-octet`
