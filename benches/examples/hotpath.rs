@@ -9,13 +9,19 @@
 //! ```
 //!
 //! Each accessor is its own `#[inline(never)]` function, so its inclusive count divided
-//! by 1,000,000 is the instructions of one call; `objdump -d -C` on the binary shows
-//! them.
+//! by 1,000,000 is the instructions of one call (`poll_*`: of one poll;
+//! `spawn_tokio`/`spawn_tasklocal`: of one spawn, 200,000 calls; `spawn_await_*`: of
+//! 200,000 spawns + awaits, including the parent's polls); `objdump -d -C` on the binary
+//! shows them.
 
 use std::cell::Cell;
+use std::future::Future;
 use std::hint::black_box;
+use std::pin::{pin, Pin};
+use std::task::{Context, Poll};
 
-use tasklocal::Local;
+use futures::task::noop_waker_ref;
+use tasklocal::{Local, Task};
 
 thread_local! {
     static STD_CELL: Cell<u64> = const { Cell::new(1) };
@@ -67,6 +73,87 @@ fn id() -> tasklocal::TaskId {
     tasklocal::id()
 }
 
+/// Returns `Pending` `left` times, then `Ready`; sets `LOCAL` on its first poll if
+/// `set`.
+struct Yields {
+    left: u64,
+    set: bool,
+}
+
+impl Future for Yields {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if std::mem::take(&mut self.set) {
+            LOCAL.set(1);
+        }
+        if self.left == 0 {
+            return Poll::Ready(());
+        }
+        self.left -= 1;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+/// Polls `future` to the end; each poll is one call of `poll_*` below.
+fn polls<F: Future<Output = ()>>(future: F, poll: fn(Pin<&mut F>, &mut Context<'_>) -> Poll<()>) {
+    let mut future = pin!(future);
+    let mut cx = Context::from_waker(noop_waker_ref());
+    let poll = black_box(poll);
+    while poll(future.as_mut(), &mut cx).is_pending() {}
+}
+
+#[inline(never)]
+fn poll_bare(f: Pin<&mut Yields>, cx: &mut Context<'_>) -> Poll<()> {
+    f.poll(cx)
+}
+#[inline(never)]
+fn poll_tokio(
+    f: Pin<&mut tokio::task::futures::TaskLocalFuture<u64, Yields>>,
+    cx: &mut Context<'_>,
+) -> Poll<()> {
+    f.poll(cx)
+}
+#[inline(never)]
+fn poll_task(f: Pin<&mut Task<Yields>>, cx: &mut Context<'_>) -> Poll<()> {
+    f.poll(cx)
+}
+
+/// `N / 10` empty tasks spawned and awaited on a current-thread runtime, from a parent
+/// `Task` with 8 inherited values.
+#[inline(never)]
+fn spawn_await_tokio(rt: &tokio::runtime::Runtime) {
+    spawn_await(rt, false)
+}
+#[inline(never)]
+fn spawn_await_tasklocal(rt: &tokio::runtime::Runtime) {
+    spawn_await(rt, true)
+}
+#[inline(always)]
+fn spawn_await(rt: &tokio::runtime::Runtime, wrap: bool) {
+    static KEYS: [Local<u64>; 8] = [const { Local::inheritable() }; 8];
+    rt.block_on(tasklocal::task(async move {
+        for key in &KEYS {
+            key.set(1);
+        }
+        for _ in 0..N / 10 {
+            if wrap {
+                spawn_tasklocal().await.unwrap();
+            } else {
+                spawn_tokio().await.unwrap();
+            }
+        }
+    }))
+}
+#[inline(never)]
+fn spawn_tokio() -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async {})
+}
+#[inline(never)]
+fn spawn_tasklocal() -> tokio::task::JoinHandle<()> {
+    tasklocal::spawn(async {})
+}
+
 fn calls<R>(f: fn() -> R) {
     let f = black_box(f);
     for _ in 0..N {
@@ -89,4 +176,16 @@ fn main() {
         calls(dynamic_get);
         calls(id);
     }));
+    let yields = |set| Yields { left: N, set };
+    polls(yields(false), poll_bare);
+    polls(TOKIO_LOCAL.scope(1, yields(false)), poll_tokio);
+    polls(Task::isolated(yields(true)), poll_task);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    // Warm up, then measure: `spawn_await` is called twice for each.
+    spawn_await_tokio(&rt);
+    spawn_await_tasklocal(&rt);
+    spawn_await_tokio(&rt);
+    spawn_await_tasklocal(&rt);
 }

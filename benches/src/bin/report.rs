@@ -14,7 +14,9 @@
 //!   `automatic` rows of `core`);
 //! * `--no-run`: run nothing, regenerate the files from the results already on disk;
 //! * `--quick`: shorter times (a smoke test of the pipeline, not for publishing);
-//! * `--tasks N`: idle tasks for the memory measurement (default 1,000,000).
+//! * `--tasks N`: idle tasks for the memory measurement (default 1,000,000);
+//! * `--no-callgrind`: skip the instruction counts (taken when `valgrind` is installed:
+//!   `examples/hotpath.rs` under callgrind).
 //!
 //! Results live under `$CARGO_TARGET_DIR` if set, else `<workspace>/target`.
 
@@ -43,6 +45,7 @@ struct Estimate {
 struct Options {
     run: bool,
     automatic: bool,
+    callgrind: bool,
     warm_up: &'static str,
     measurement: &'static str,
     tasks: String,
@@ -54,6 +57,7 @@ fn main() {
     let options = Options {
         run: !args.iter().any(|a| a == "--no-run"),
         automatic: args.iter().any(|a| a == "--automatic"),
+        callgrind: !args.iter().any(|a| a == "--no-callgrind"),
         warm_up: if quick { "0.2" } else { "0.5" },
         measurement: if quick { "0.5" } else { "1.5" },
         tasks: args
@@ -78,6 +82,7 @@ fn main() {
     let unstable_target = target.join("unstable");
     let unstable_home = target.join("criterion-unstable");
     let memory_file = target.join("tasklocal-memory.json");
+    let callgrind_file = target.join("tasklocal-instructions.json");
 
     let started = SystemTime::now();
     let load_before = load_average();
@@ -99,7 +104,7 @@ fn main() {
                 &unstable_target,
                 &unstable_home,
                 "core",
-                Some("automatic"),
+                Some("automatic|std_thread_local_cell"),
                 &options,
                 true,
             );
@@ -115,6 +120,15 @@ fn main() {
         }
         let memory = run_memory(&workspace, &target, &options.tasks);
         fs::write(&memory_file, &memory).expect("write the memory results");
+        if options.callgrind {
+            match run_callgrind(&workspace, &target) {
+                Some(counts) => fs::write(&callgrind_file, counts.to_string())
+                    .expect("write the instruction counts"),
+                None => {
+                    let _ = fs::remove_file(&callgrind_file);
+                }
+            }
+        }
     }
     let load_after = load_average();
     let fresh_since = options.run.then_some(started);
@@ -130,10 +144,15 @@ fn main() {
         .and_then(|s| serde_json::from_str(&s).ok())
         .unwrap_or(Value::Null);
 
+    let instructions: Value = fs::read_to_string(&callgrind_file)
+        .ok()
+        .and_then(|s| serde_json::from_str(&s).ok())
+        .unwrap_or(Value::Null);
     let machine = Machine::probe(&workspace, load_before, load_after);
     let report = Report {
         results,
         memory,
+        instructions,
         machine,
         options: &options,
     };
@@ -214,6 +233,87 @@ fn run_memory(workspace: &Path, target: &Path, tasks: &str) -> String {
         .expect("run the memory program");
     assert!(out.status.success(), "the memory program failed");
     String::from_utf8(out.stdout).expect("utf-8 output")
+}
+
+/// What `examples/hotpath.rs` calls, and how many times: the instructions of one call
+/// are the function's inclusive count divided by this.
+const HOTPATH: [(&str, f64); 16] = [
+    ("std_get", 1e6),
+    ("std_set", 1e6),
+    ("tokio_get", 1e6),
+    ("local_get", 1e6),
+    ("local_set", 1e6),
+    ("inheritable_get", 1e6),
+    ("inheritable_set", 1e6),
+    ("dynamic_get", 1e6),
+    ("id", 1e6),
+    ("poll_bare", 1e6),
+    ("poll_tokio", 1e6),
+    ("poll_task", 1e6),
+    ("spawn_tokio", 2e5),
+    ("spawn_tasklocal", 2e5),
+    ("spawn_await_tokio", 2e5),
+    ("spawn_await_tasklocal", 2e5),
+];
+
+/// Counts instructions per call of the hot paths under callgrind (exact, whatever the
+/// load); `None` when valgrind is not installed.
+fn run_callgrind(workspace: &Path, target: &Path) -> Option<Value> {
+    let found = Command::new("valgrind")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        eprintln!("== valgrind not found: no instruction counts");
+        return None;
+    }
+    eprintln!("== instruction counts (callgrind, examples/hotpath.rs)");
+    let status = cargo()
+        .current_dir(workspace)
+        .args([
+            "build",
+            "--profile",
+            "bench",
+            "-p",
+            "tasklocal-benches",
+            "--example",
+            "hotpath",
+        ])
+        .env("CARGO_TARGET_DIR", target)
+        .status()
+        .ok()?;
+    assert!(status.success(), "building examples/hotpath.rs failed");
+    let out_file = target.join("tasklocal-callgrind.out");
+    let status = Command::new("valgrind")
+        .arg("--tool=callgrind")
+        .arg(format!("--callgrind-out-file={}", out_file.display()))
+        .arg(target.join("release/examples/hotpath"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .ok()?;
+    assert!(status.success(), "callgrind failed");
+    let annotated = Command::new("callgrind_annotate")
+        .args(["--inclusive=yes", "--threshold=100"])
+        .arg(&out_file)
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&annotated.stdout);
+    let mut counts = serde_json::Map::new();
+    for (name, calls) in HOTPATH {
+        let needle = format!("hotpath::{name} [");
+        let total = text.lines().find(|l| l.contains(&needle)).and_then(|l| {
+            l.split_whitespace()
+                .next()?
+                .replace(',', "")
+                .parse::<f64>()
+                .ok()
+        });
+        if let Some(total) = total {
+            counts.insert(name.to_string(), Value::from((total / calls).round()));
+        }
+    }
+    Some(Value::Object(counts))
 }
 
 /// Every `new/estimates.json` under `home`, by "group/function" id; with `since`, only
@@ -417,6 +517,7 @@ const PUBLISHED: [(&str, &str, &str); 7] = [
 struct Report<'a> {
     results: BTreeMap<String, Estimate>,
     memory: Value,
+    instructions: Value,
     machine: Machine,
     options: &'a Options,
 }
@@ -707,6 +808,7 @@ impl Report<'_> {
 
         let _ = writeln!(w, "## Memory and scale\n");
         self.memory_tables(w);
+        self.instruction_table(w);
 
         let others: Vec<String> = {
             let mine: Vec<&str> = BASELINES.iter().map(|(g, _)| *g).collect();
@@ -900,7 +1002,12 @@ impl Report<'_> {
         let _ = writeln!(
             w,
             "\nThroughput of get + set, each thread running its own `Task` ({} pairs per \
-             thread, best of {} rounds):\n\n| | one thread | two threads | ratio |\n|---|---|---|---|",
+             thread; the four configurations take turns for {} rounds, each keeping its best, \
+             so that a slow phase of the machine hits them alike). *Ratio* is the budget's: \
+             total operations over the slowest thread's wall time. *Sum of threads* adds each \
+             thread's own rate; *on CPU* divides by each thread's own time on a CPU \
+             (`/proc/thread-self/schedstat`), which other processes cannot inflate.\n\n\
+             | | one thread | two threads | ratio | sum of threads | on CPU |\n|---|---|---|---|---|---|",
             fmt_count(m["ops_per_thread"].as_u64().unwrap_or(0)),
             m["rounds"]
         );
@@ -916,17 +1023,125 @@ impl Report<'_> {
                 s[k].as_f64()
                     .map_or("—".into(), |v| format!("{:.0} M ops/s", v / 1e6))
             };
+            let r = |k: &str| s[k].as_f64().map_or("—".into(), |r| format!("{r:.2}×"));
             let _ = writeln!(
                 w,
-                "| {label} | {} | {} | {} |",
+                "| {label} | {} | {} | {} | {} | {} |",
                 f("one_thread_ops_per_s"),
                 f("two_threads_ops_per_s"),
-                s["ratio"]
-                    .as_f64()
-                    .map_or("—".into(), |r| format!("{r:.2}×"))
+                r("ratio"),
+                r("per_thread_sum_ratio"),
+                r("on_cpu_ratio"),
             );
         }
         let _ = writeln!(w);
+    }
+
+    fn instruction_table(&self, w: &mut String) {
+        let ins = &self.instructions;
+        if ins.is_null() {
+            return;
+        }
+        let n = |k: &str| ins[k].as_f64();
+        let _ = writeln!(w, "## Instructions per call (callgrind)\n");
+        let _ = writeln!(
+            w,
+            "Exact counts, untouched by the machine's load: `benches/examples/hotpath.rs` \
+             run under `valgrind --tool=callgrind`, each accessor an `#[inline(never)]` \
+             function called through a `black_box`ed pointer (the call and return included, \
+             the loop around it not: a std `Cell::get` is 2 instructions). A cross-check \
+             of the timed ratios, not a budget: time also depends on dependencies between \
+             instructions, atomics and cache misses.\n"
+        );
+        let _ = writeln!(
+            w,
+            "| hot path | tasklocal | baseline | instructions, tasklocal | instructions, baseline | difference |\n|---|---|---|---|---|---|"
+        );
+        let rows: [(&str, &str, &str, &str, &str); 10] = [
+            (
+                "get u64",
+                "`Local::get` in a `Task`",
+                "std `Cell::get`",
+                "local_get",
+                "std_get",
+            ),
+            (
+                "get u64",
+                "`Local::get` in a `Task`",
+                "tokio `task_local!` `get`",
+                "local_get",
+                "tokio_get",
+            ),
+            (
+                "get u64",
+                "inheritable `Local::get`",
+                "std `Cell::get`",
+                "inheritable_get",
+                "std_get",
+            ),
+            (
+                "set u64",
+                "`Local::set` (present)",
+                "std `Cell::set`",
+                "local_set",
+                "std_set",
+            ),
+            (
+                "set u64",
+                "inheritable `Local::set`",
+                "std `Cell::set`",
+                "inheritable_set",
+                "std_set",
+            ),
+            (
+                "dynamic get",
+                "`get(&\"key\")`",
+                "std `Cell::get`",
+                "dynamic_get",
+                "std_get",
+            ),
+            ("id", "`id()`", "std `Cell::get`", "id", "std_get"),
+            (
+                "poll",
+                "`Task` (one value set)",
+                "tokio `TaskLocalFuture`",
+                "poll_task",
+                "poll_tokio",
+            ),
+            (
+                "spawn",
+                "`tasklocal::spawn`, 8 values",
+                "`tokio::spawn`",
+                "spawn_tasklocal",
+                "spawn_tokio",
+            ),
+            (
+                "spawn + await",
+                "`tasklocal::spawn`, 8 values",
+                "`tokio::spawn`",
+                "spawn_await_tasklocal",
+                "spawn_await_tokio",
+            ),
+        ];
+        for (what, a, b, ka, kb) in rows {
+            let (Some(x), Some(y)) = (n(ka), n(kb)) else {
+                continue;
+            };
+            let _ = writeln!(w, "| {what} | {a} | {b} | {x} | {y} | {:+} |", x - y);
+        }
+        if let (Some(bare), Some(tokio), Some(task)) =
+            (n("poll_bare"), n("poll_tokio"), n("poll_task"))
+        {
+            let _ = writeln!(
+                w,
+                "\nPer poll above a bare future's {bare} instructions: `Task` {} vs tokio `TaskLocalFuture` {} ({:.2}×).\n",
+                task - bare,
+                tokio - bare,
+                (task - bare) / (tokio - bare)
+            );
+        } else {
+            let _ = writeln!(w);
+        }
     }
 
     /// Two panels: every budget line against its limit, and the cost of a read next
@@ -1115,6 +1330,8 @@ fn other_baseline(group: &str, name: &str) -> Option<&'static str> {
         Some("plain_no_fields")
     } else if group.starts_with("mdc/") && name.starts_with("tasklocal") {
         Some("std_thread_local")
+    } else if group.starts_with("tokio_unstable: ") && name.starts_with("tasklocal") {
+        Some("std_thread_local_cell")
     } else if group.contains("poll_") || group.contains("spawn_await_current_thread") {
         (name != "plain").then_some("plain")
     } else {
