@@ -2,7 +2,7 @@
 //! thread's own storage (the fallback owner).
 //!
 //! All per-thread state is one const-initialized thread-local, `CONTEXT`, holding
-//! the current [`Frame`]. Running an owner (polling a `Task`, `Snapshot::run`, a task
+//! the current [`Frame`] and the kind of its [`Owner`]. Running an owner (polling a `Task`, `Snapshot::run`, a task
 //! of a runtime in automatic mode) swaps the owner's frame in and, through the
 //! [`Entered`] guard, back out again — also when the poll unwinds. When no owner runs,
 //! `CONTEXT` holds the thread's own frame.
@@ -11,21 +11,37 @@
 //! thread-local's destructor at thread exit. Every access therefore uses `try_with`:
 //! reads then see nothing, writes fail with [`Kind::Destroyed`].
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::mem;
 
 use crate::error::{AccessError, Kind};
 use crate::storage::{self, Garbage, Inherited, Storage, Value};
 
 thread_local! {
-    static CONTEXT: RefCell<Frame> = const { RefCell::new(Frame::thread()) };
+    static CONTEXT: Context = const {
+        Context {
+            frame: RefCell::new(Frame::new(None)),
+            owner: Cell::new(Owner::Thread),
+            exit_registered: Cell::new(false),
+        }
+    };
     /// Registered (touched) when the thread's own storage is created; its destructor
     /// tears that storage down at thread exit.
     static THREAD_EXIT: ThreadExit = const { ThreadExit };
 }
 
+/// The per-thread state: the current owner's frame, and what kind of owner it is.
+struct Context {
+    frame: RefCell<Frame>,
+    owner: Cell<Owner>,
+    /// The thread's `THREAD_EXIT` destructor is registered.
+    exit_registered: Cell<bool>,
+}
+
+/// The kind of the current owner; handed back and forth with its frame by [`swap_in`]
+/// and [`swap_out`].
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Owner {
+pub(crate) enum Owner {
     /// The thread itself.
     Thread,
     /// The thread, after its storage was torn down at thread exit.
@@ -35,29 +51,16 @@ enum Owner {
 }
 
 /// One owner's state: its storage once created, and until then what it inherited.
+/// Two pointers: it sits in every `Task`.
 pub(crate) struct Frame {
-    owner: Owner,
-    /// The thread's `THREAD_EXIT` destructor is registered.
-    exit_registered: bool,
     storage: Option<Box<Storage>>,
     seed: Option<Inherited>,
 }
 
 impl Frame {
-    const fn thread() -> Frame {
-        Frame {
-            owner: Owner::Thread,
-            exit_registered: false,
-            storage: None,
-            seed: None,
-        }
-    }
-
     /// The frame of a new owner that inherits `seed`. Allocates nothing.
     pub(crate) const fn new(seed: Option<Inherited>) -> Frame {
         Frame {
-            owner: Owner::Scoped,
-            exit_registered: false,
             storage: None,
             seed,
         }
@@ -107,8 +110,8 @@ pub(crate) fn read<R>(f: impl FnOnce(Here<'_>) -> R) -> R {
     let mut f = Some(f);
     let result = CONTEXT.try_with(|cx| {
         let f = f.take()?;
-        Some(match cx.try_borrow() {
-            Ok(frame) => match (&frame.storage, frame.owner) {
+        Some(match cx.frame.try_borrow() {
+            Ok(frame) => match (&frame.storage, cx.owner.get()) {
                 // The worker thread's storage is never lent to a tokio task that has
                 // none of its own.
                 (_, Owner::Thread) if in_foreign_task() => f(Here::Denied(Kind::NoStorage)),
@@ -133,9 +136,9 @@ pub(crate) fn read<R>(f: impl FnOnce(Here<'_>) -> R) -> R {
 pub(crate) fn with_storage<R>(f: impl FnOnce(&Storage) -> Option<R>) -> Option<R> {
     CONTEXT
         .try_with(|cx| {
-            let frame = cx.try_borrow().ok()?;
+            let frame = cx.frame.try_borrow().ok()?;
             let storage = frame.storage.as_deref()?;
-            if frame.owner != Owner::Scoped && in_foreign_task() {
+            if cx.owner.get() != Owner::Scoped && in_foreign_task() {
                 return None;
             }
             f(storage)
@@ -152,9 +155,10 @@ pub(crate) fn write<R>(f: impl FnOnce(&Storage) -> R) -> Result<R, AccessError> 
         .try_with(|cx| {
             {
                 let frame = cx
+                    .frame
                     .try_borrow()
                     .map_err(|_| AccessError::new(Kind::Borrowed))?;
-                if frame.owner == Owner::Thread && in_foreign_task() {
+                if cx.owner.get() == Owner::Thread && in_foreign_task() {
                     return Err(AccessError::new(Kind::NoStorage));
                 }
                 if let Some(storage) = &frame.storage {
@@ -165,6 +169,7 @@ pub(crate) fn write<R>(f: impl FnOnce(&Storage) -> R) -> Result<R, AccessError> 
             }
             create(cx)?;
             let frame = cx
+                .frame
                 .try_borrow()
                 .map_err(|_| AccessError::new(Kind::Borrowed))?;
             match (&frame.storage, f.take()) {
@@ -176,21 +181,21 @@ pub(crate) fn write<R>(f: impl FnOnce(&Storage) -> R) -> Result<R, AccessError> 
 }
 
 #[cold]
-fn create(cx: &RefCell<Frame>) -> Result<(), AccessError> {
+fn create(cx: &Context) -> Result<(), AccessError> {
     let mut frame = cx
+        .frame
         .try_borrow_mut()
         .map_err(|_| AccessError::new(Kind::Borrowed))?;
-    match frame.owner {
+    match cx.owner.get() {
         Owner::ThreadGone => return Err(AccessError::new(Kind::Destroyed)),
         Owner::Thread if in_foreign_task() => return Err(AccessError::new(Kind::NoStorage)),
-        Owner::Thread if !frame.exit_registered => {
+        Owner::Thread if !cx.exit_registered.get() => {
             if THREAD_EXIT.try_with(|_| ()).is_err() {
                 return Err(AccessError::new(Kind::Destroyed));
             }
-            frame.exit_registered = true;
+            cx.exit_registered.set(true);
         }
-        Owner::Thread => {}
-        Owner::Scoped => {}
+        Owner::Thread | Owner::Scoped => {}
     }
     let seed = frame.seed.take();
     frame.storage = Some(Storage::new(seed));
@@ -202,8 +207,8 @@ fn create(cx: &RefCell<Frame>) -> Result<(), AccessError> {
 /// Refused while a `with` closure borrows a value of the storage.
 pub(crate) fn detach() -> Result<(Option<Box<Storage>>, Option<Inherited>), AccessError> {
     CONTEXT
-        .try_with(|cx| match cx.try_borrow_mut() {
-            Ok(frame) if frame.owner == Owner::Thread && in_foreign_task() => Ok((None, None)),
+        .try_with(|cx| match cx.frame.try_borrow_mut() {
+            _ if cx.owner.get() == Owner::Thread && in_foreign_task() => Ok((None, None)),
             Ok(mut frame) => Ok((frame.storage.take(), frame.seed.take())),
             Err(_) => Err(AccessError::new(Kind::Borrowed)),
         })
@@ -220,8 +225,8 @@ pub(crate) fn empty() -> Result<(Vec<Value>, Option<Inherited>), AccessError> {
         _ => Ok(Vec::new()),
     })?;
     let seed = CONTEXT
-        .try_with(|cx| match cx.try_borrow_mut() {
-            Ok(frame) if frame.owner == Owner::Thread && in_foreign_task() => None,
+        .try_with(|cx| match cx.frame.try_borrow_mut() {
+            _ if cx.owner.get() == Owner::Thread && in_foreign_task() => None,
             Ok(mut frame) => frame.seed.take(),
             Err(_) => None,
         })
@@ -259,7 +264,14 @@ pub(crate) fn finish() {
 #[must_use = "the frame is current only while the guard lives"]
 pub(crate) struct Entered<'a> {
     frame: &'a mut Frame,
-    active: bool,
+    /// The kind of the owner the frame displaced; `None` when nothing was entered.
+    displaced: Option<Owner>,
+}
+
+impl Entered<'_> {
+    fn is_active(&self) -> bool {
+        self.displaced.is_some()
+    }
 }
 
 /// Makes `frame` the current owner on this thread.
@@ -268,35 +280,50 @@ pub(crate) struct Entered<'a> {
 ///
 /// When called inside a `with` or `with_mut` closure that borrows the current storage
 /// on this thread: an owner cannot be switched under a live borrow.
+#[inline]
 pub(crate) fn enter(frame: &mut Frame) -> Entered<'_> {
-    let active = match swap(frame) {
-        Ok(()) => true,
+    let displaced = match swap_in(frame) {
+        Ok(displaced) => Some(displaced),
         Err(Kind::Borrowed) => crate::error::panic_enter_borrowed(),
         // The thread's locals are gone: the owner runs without storage.
-        Err(_) => false,
+        Err(_) => None,
     };
-    Entered { frame, active }
+    Entered { frame, displaced }
 }
 
 /// Like [`enter`], but `None` instead of a panic when the frame cannot be entered.
 pub(crate) fn try_enter(frame: &mut Frame) -> Option<Entered<'_>> {
-    swap(frame).ok()?;
+    let displaced = swap_in(frame).ok()?;
     Some(Entered {
         frame,
-        active: true,
+        displaced: Some(displaced),
     })
 }
 
-/// Exchanges `frame` with the current frame of this thread: the building block of
+/// Makes the scoped owner `frame` current; `frame` then holds the displaced frame,
+/// whose kind is returned, to be handed to [`swap_out`]. The building block of
 /// [`enter`], for callers that cannot hold a guard (runtime hooks). Fails with
 /// [`Kind::Borrowed`] inside a `with` closure that borrows the current storage, and
 /// with [`Kind::Destroyed`] when the thread's locals are gone.
-pub(crate) fn swap(frame: &mut Frame) -> Result<(), Kind> {
+#[inline]
+pub(crate) fn swap_in(frame: &mut Frame) -> Result<Owner, Kind> {
+    exchange(frame, Owner::Scoped)
+}
+
+/// Undoes [`swap_in`]: `frame` (holding the displaced frame) becomes current again
+/// as the kind of owner it was, and gets the scoped owner's frame back.
+#[inline]
+pub(crate) fn swap_out(frame: &mut Frame, displaced: Owner) -> Result<(), Kind> {
+    exchange(frame, displaced).map(drop)
+}
+
+#[inline]
+fn exchange(frame: &mut Frame, owner: Owner) -> Result<Owner, Kind> {
     CONTEXT
-        .try_with(|cx| match cx.try_borrow_mut() {
+        .try_with(|cx| match cx.frame.try_borrow_mut() {
             Ok(mut current) => {
                 mem::swap(&mut *current, frame);
-                Ok(())
+                Ok(cx.owner.replace(owner))
             }
             Err(_) => Err(Kind::Borrowed),
         })
@@ -304,9 +331,10 @@ pub(crate) fn swap(frame: &mut Frame) -> Result<(), Kind> {
 }
 
 impl Drop for Entered<'_> {
+    #[inline]
     fn drop(&mut self) {
-        if self.active {
-            let _ = swap(self.frame);
+        if let Some(displaced) = self.displaced {
+            let _ = swap_out(self.frame, displaced);
         }
     }
 }
@@ -316,7 +344,7 @@ pub(crate) fn run_and_finish<R>(mut frame: Frame, f: impl FnOnce() -> R) -> R {
     struct Finish<'a>(Entered<'a>);
     impl Drop for Finish<'_> {
         fn drop(&mut self) {
-            if self.0.active {
+            if self.0.is_active() {
                 finish();
             }
         }
@@ -330,16 +358,11 @@ struct ThreadExit;
 impl Drop for ThreadExit {
     fn drop(&mut self) {
         let _ = CONTEXT.try_with(|cx| {
-            if cx
-                .try_borrow()
-                .map_or(true, |frame| frame.owner != Owner::Thread)
-            {
+            if cx.owner.get() != Owner::Thread {
                 return;
             }
             finish();
-            if let Ok(mut frame) = cx.try_borrow_mut() {
-                frame.owner = Owner::ThreadGone;
-            }
+            cx.owner.set(Owner::ThreadGone);
         });
     }
 }

@@ -119,11 +119,10 @@ impl<F: Future> Future for Task<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let mut this = self.project();
-        assert!(this.future.is_some(), "`Task` polled after completion");
-        let _entered = current::enter(this.frame);
         let Some(future) = this.future.as_mut().as_pin_mut() else {
-            unreachable!()
+            polled_after_completion()
         };
+        let _entered = current::enter(this.frame);
         let output = match future.poll(cx) {
             Poll::Ready(output) => output,
             Poll::Pending => return Poll::Pending,
@@ -132,6 +131,12 @@ impl<F: Future> Future for Task<F> {
         current::finish();
         Poll::Ready(output)
     }
+}
+
+#[cold]
+#[track_caller]
+fn polled_after_completion() -> ! {
+    panic!("`Task` polled after completion")
 }
 
 impl<F> fmt::Debug for Task<F> {

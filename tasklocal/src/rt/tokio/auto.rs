@@ -49,7 +49,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use ::tokio::runtime::{Builder, TaskMeta};
 use ::tokio::task::Id;
 
-use crate::current::{self, Frame};
+use crate::current::{self, Frame, Owner};
 use crate::snapshot::Snapshot;
 
 /// Gives every task of the runtime built by `builder` its own storage, with no
@@ -332,8 +332,8 @@ enum State {
     Idle,
     /// A poll window is open on `thread`.
     Polled {
-        /// The task's frame is current there.
-        entered: bool,
+        /// The task's frame is current there, displacing an owner of this kind.
+        entered: Option<Owner>,
         /// The task terminated inside the window: `after_poll` tears it down.
         terminated: bool,
     },
@@ -411,7 +411,7 @@ impl Registry {
                 .or_insert_with(|| Slot::idle(Frame::new(None)));
             if slot.state == State::Idle {
                 // Swapped in place, under the lock: no user code runs in a swap.
-                let entered = current::swap(&mut slot.frame).is_ok();
+                let entered = current::swap_in(&mut slot.frame).ok();
                 slot.state = State::Polled {
                     entered,
                     terminated: false,
@@ -442,7 +442,9 @@ impl Registry {
         };
         let _ = POLLING.try_with(|p| p.set(slot.outer));
         if !terminated {
-            if entered && current::swap(&mut slot.frame).is_err() {
+            if entered
+                .is_some_and(|displaced| current::swap_out(&mut slot.frame, displaced).is_err())
+            {
                 // Cannot happen: the swap that opened the window succeeded under the
                 // same borrows. The task's frame stays where it is.
                 return;
@@ -455,11 +457,11 @@ impl Registry {
         let Some(Slot { mut frame, .. }) = slot else {
             return;
         };
-        if entered {
+        if let Some(displaced) = entered {
             // Torn down in `terminate` already; the user's after-poll callback may have
             // set something since.
             current::finish();
-            if current::swap(&mut frame).is_err() {
+            if current::swap_out(&mut frame, displaced).is_err() {
                 return;
             }
             // `frame` is the task's, empty.
@@ -487,7 +489,7 @@ impl Registry {
                             entered,
                             terminated: true,
                         };
-                        entered
+                        entered.is_some()
                     }
                     State::Idle => false,
                 },
@@ -592,10 +594,10 @@ impl Drop for Registry {
 /// frame. When the thread cannot switch, `first` runs as is and the frame is torn
 /// down where it stands.
 fn finish_detached(mut frame: Frame, first: impl FnOnce()) {
-    if current::swap(&mut frame).is_ok() {
+    if let Ok(displaced) = current::swap_in(&mut frame) {
         first();
         current::finish();
-        let _ = current::swap(&mut frame);
+        let _ = current::swap_out(&mut frame, displaced);
     } else {
         first();
     }
