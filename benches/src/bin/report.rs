@@ -86,6 +86,8 @@ fn main() {
 
     let started = SystemTime::now();
     let load_before = load_average();
+    let source_before = source_version(&workspace);
+    let sampler = LoadSampler::start();
     if options.run {
         for bench in BENCHES {
             cargo_bench(
@@ -131,6 +133,7 @@ fn main() {
         }
     }
     let load_after = load_average();
+    let peak = sampler.stop();
     let fresh_since = options.run.then_some(started);
 
     let mut results = read_estimates(&stable_home, fresh_since);
@@ -148,7 +151,15 @@ fn main() {
         .ok()
         .and_then(|s| serde_json::from_str(&s).ok())
         .unwrap_or(Value::Null);
-    let machine = Machine::probe(&workspace, load_before, load_after);
+    let mut machine = Machine::probe(&workspace, load_before, load_after);
+    machine.peak_load = peak;
+    if options.run && machine.source != source_before {
+        machine.source = format!(
+            "**changed during the run**: {source_before} at the start, {} at the end — \
+             the results mix versions; run again",
+            machine.source
+        );
+    }
     let report = Report {
         results,
         memory,
@@ -373,6 +384,38 @@ fn read_estimates(home: &Path, since: Option<SystemTime>) -> BTreeMap<String, Es
     out
 }
 
+/// Samples the 1-minute load average every two seconds while the benchmarks run.
+struct LoadSampler {
+    done: std::sync::mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<f64>,
+}
+
+impl LoadSampler {
+    fn start() -> LoadSampler {
+        let (done, stop) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let mut peak = 0.0_f64;
+            loop {
+                let one = fs::read_to_string("/proc/loadavg")
+                    .ok()
+                    .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+                    .unwrap_or(0.0);
+                peak = peak.max(one);
+                match stop.recv_timeout(std::time::Duration::from_secs(2)) {
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                    _ => return peak,
+                }
+            }
+        });
+        LoadSampler { done, thread }
+    }
+
+    fn stop(self) -> Option<f64> {
+        let _ = self.done.send(());
+        self.thread.join().ok()
+    }
+}
+
 fn load_average() -> String {
     fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
@@ -386,6 +429,10 @@ struct Machine {
     versions: Vec<(String, String)>,
     load_before: String,
     load_after: String,
+    /// The highest 1-minute load average seen during the run.
+    peak_load: Option<f64>,
+    /// The commit measured, and whether `tasklocal/` had uncommitted changes.
+    source: String,
 }
 
 impl Machine {
@@ -426,7 +473,35 @@ impl Machine {
             versions,
             load_before,
             load_after,
+            peak_load: None,
+            source: source_version(workspace),
         }
+    }
+}
+
+/// `git` commit of the workspace, noting uncommitted changes to the library.
+fn source_version(workspace: &Path) -> String {
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .current_dir(workspace)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .map(|s| s.trim().to_string())
+    };
+    match git(&["rev-parse", "--short", "HEAD"]) {
+        Some(commit) => {
+            let dirty =
+                git(&["status", "--porcelain", "--", "tasklocal"]).is_some_and(|s| !s.is_empty());
+            if dirty {
+                format!("`{commit}` with uncommitted changes in `tasklocal/`")
+            } else {
+                format!("`{commit}`")
+            }
+        }
+        None => "unknown (not a git checkout)".into(),
     }
 }
 
@@ -755,6 +830,7 @@ impl Report<'_> {
         let _ = writeln!(w, "| | |\n|---|---|");
         let _ = writeln!(w, "| CPU | {} |", mc.cpu_model);
         let _ = writeln!(w, "| `nproc` | {} |", mc.cpus);
+        let _ = writeln!(w, "| tasklocal source | {} |", mc.source);
         let _ = writeln!(w, "| rustc | `{}` |", mc.rustc);
         let _ = writeln!(
             w,
@@ -767,8 +843,11 @@ impl Report<'_> {
         );
         let _ = writeln!(
             w,
-            "| load average (1, 5, 15 min) | {} before the run, {} after |",
-            mc.load_before, mc.load_after
+            "| load average (1, 5, 15 min) | {} before the run, {} after; highest 1-min \
+             load during the run: {} |",
+            mc.load_before,
+            mc.load_after,
+            mc.peak_load.map_or("—".into(), |p| format!("{p:.2}"))
         );
         let _ = writeln!(w, "| noise | {} |\n", self.noise());
 
