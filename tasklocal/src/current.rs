@@ -13,6 +13,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::mem;
+use std::sync::Arc;
 
 use crate::error::{AccessError, Kind};
 use crate::storage::{self, Garbage, Inherited, Storage, Value};
@@ -239,6 +240,25 @@ pub(crate) fn empty() -> Result<(Vec<Value>, Option<Inherited>), AccessError> {
 /// values are still readable, then drops the values, until nothing is left, also what
 /// handlers and `Drop`s set meanwhile.
 pub(crate) fn finish() {
+    // The common end of a task that never touched its storage: nothing to run, at most
+    // an inherited table to let go of.
+    let untouched = CONTEXT.try_with(|cx| match cx.frame.try_borrow_mut() {
+        Ok(mut frame) if frame.storage.is_none() => Some(frame.seed.take()),
+        _ => None,
+    });
+    if let Ok(Some(seed)) = untouched {
+        // Dropping the last reference to an inherited table may drop values, whose
+        // `Drop` may set new ones: then the general path below takes them.
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(seed)));
+        if CONTEXT.try_with(|cx| {
+            cx.frame
+                .try_borrow()
+                .is_ok_and(|f| f.storage.is_none() && f.seed.is_none())
+        }) == Ok(true)
+        {
+            return;
+        }
+    }
     loop {
         storage::teardown(|| {
             read(|here| match here {
@@ -256,6 +276,30 @@ pub(crate) fn finish() {
             drop(storage);
             drop(seed);
         }));
+    }
+}
+
+/// Ends the owner `frame`, which is not current: enters it only if there is anything
+/// to tear down, so that the end of a task that never touched its storage costs no
+/// switch at all.
+pub(crate) fn end(frame: &mut Frame) {
+    if frame.storage.is_none() {
+        let Some(seed) = frame.seed.take() else {
+            return;
+        };
+        // Still shared with its creator or a sibling: letting go runs no `Drop`.
+        let Some(entries) = Arc::into_inner(seed) else {
+            return;
+        };
+        // The last reference: the values are dropped as this owner's, like in `finish`.
+        if let Some(_entered) = try_enter(frame) {
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(entries)));
+            finish();
+        }
+        return;
+    }
+    if let Some(_entered) = try_enter(frame) {
+        finish();
     }
 }
 

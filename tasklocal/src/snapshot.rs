@@ -46,7 +46,12 @@ impl Snapshot {
     /// let s = tasklocal::Snapshot::capture();
     /// assert_eq!(s.run(|| N.get()), Some(1));
     /// ```
+    #[inline]
     pub fn capture() -> Snapshot {
+        // Fast path: the current owner has a storage.
+        if let Some(inherited) = current::with_storage(|storage| Some(storage.capture())) {
+            return Snapshot { inherited };
+        }
         let inherited = current::read(|here| match here {
             Here::Storage(storage) => storage.capture(),
             Here::Seed(seed) => seed.cloned(),
@@ -147,7 +152,6 @@ impl Snapshot {
 
     /// The frame of a new owner seeded from this snapshot (runtime hooks keep it
     /// themselves instead of wrapping a future).
-    #[cfg(all(feature = "tokio", tokio_unstable))]
     pub(crate) fn into_frame(self) -> Frame {
         Frame::new(self.inherited)
     }

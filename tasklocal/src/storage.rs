@@ -170,6 +170,7 @@ impl Storage {
 
     /// The inheritable values, to seed a child: one reference-count increment, unless
     /// a `with_mut` has a value out right now (then those keys are left out).
+    #[inline]
     pub(crate) fn capture(&self) -> Option<Inherited> {
         let inherited = self.inherited.try_borrow().ok()?.clone()?;
         if self.lent.get() == 0 {

@@ -29,8 +29,9 @@ use crate::snapshot::Snapshot;
 /// assert_eq!(futures::executor::block_on(child), Some(7));
 /// assert_eq!(REQUEST_ID.get(), Some(7)); // writes never flow back
 /// ```
+#[inline]
 pub fn task<F: Future>(future: F) -> Task<F> {
-    Snapshot::capture().task(future)
+    Task::with_frame(future, Snapshot::capture().into_frame())
 }
 
 pin_project! {
@@ -78,17 +79,15 @@ pin_project! {
                 // Completed: already torn down.
                 return;
             }
-            match current::try_enter(this.frame) {
-                Some(_entered) => {
-                    // The future goes first, while its storage is still readable.
-                    this.future.set(None);
-                    current::finish();
-                }
-                // Dropped inside a `with` closure on this thread, or while the thread's
-                // locals are destroyed: no switch is possible, so the future goes and the
-                // frame's own `Drop` runs the handlers and drops the values.
-                None => this.future.set(None),
+            {
+                // The future goes first, while its storage is still readable. (Dropped
+                // inside a `with` closure on this thread, or while the thread's locals
+                // are destroyed, no switch is possible: the future just goes, and the
+                // frame's own `Drop` runs the handlers and drops the values.)
+                let _entered = current::try_enter(this.frame);
+                this.future.set(None);
             }
+            current::end(this.frame);
         }
     }
 }
@@ -122,13 +121,15 @@ impl<F: Future> Future for Task<F> {
         let Some(future) = this.future.as_mut().as_pin_mut() else {
             polled_after_completion()
         };
-        let _entered = current::enter(this.frame);
+        let entered = current::enter(this.frame);
         let output = match future.poll(cx) {
             Poll::Ready(output) => output,
             Poll::Pending => return Poll::Pending,
         };
+        // The future goes while its storage is current; then the owner ends.
         this.future.set(None);
-        current::finish();
+        drop(entered);
+        current::end(this.frame);
         Poll::Ready(output)
     }
 }
