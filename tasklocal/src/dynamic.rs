@@ -61,7 +61,7 @@ pub fn try_set<K: Key, V: Send + 'static>(key: K, value: V) -> Result<(), Access
 /// assert_eq!(tasklocal::get(&"n"), Some(5u64));
 /// assert_eq!(tasklocal::get::<_, u32>(&"n"), None);
 /// ```
-#[inline]
+#[inline(always)]
 pub fn get<K: Key, V: Clone + 'static>(key: &K) -> Option<V> {
     current::with_storage(|storage| {
         let dynamic = storage.dynamic.get()?;

@@ -260,7 +260,7 @@ pub fn try_unload() -> Result<(), AccessError> {
 /// # Panics
 ///
 /// Where [`try_id`] returns an error: in a tokio task without storage of its own.
-#[inline]
+#[inline(always)]
 #[track_caller]
 pub fn id() -> TaskId {
     try_id().unwrap_or_else(|err| panic_access(err))
@@ -271,7 +271,7 @@ pub fn id() -> TaskId {
 /// ```
 /// assert!(tasklocal::try_id().is_ok());
 /// ```
-#[inline]
+#[inline(always)]
 pub fn try_id() -> Result<TaskId, AccessError> {
     match current::with_storage(|storage| Some(storage.id)) {
         Some(id) => Ok(id),

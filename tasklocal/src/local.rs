@@ -401,7 +401,7 @@ impl<T: Send + 'static> Local<T> {
     /// # Panics
     ///
     /// Where [`try_set`](Self::try_set) returns an error: see [`Local`].
-    #[inline]
+    #[inline(always)]
     #[track_caller]
     pub fn set(&'static self, value: T) {
         if let Err(err) = self.try_set(value) {
@@ -415,7 +415,7 @@ impl<T: Send + 'static> Local<T> {
     /// static N: tasklocal::Local<u64> = tasklocal::Local::new();
     /// assert!(N.try_set(1).is_ok());
     /// ```
-    #[inline]
+    #[inline(always)]
     pub fn try_set(&'static self, value: T) -> Result<(), AccessError> {
         let index = self.index();
         // Fast path: a value is present and not shared: overwrite it in place.
@@ -791,7 +791,7 @@ impl<T: Send + Clone + 'static> Local<T> {
     /// # Panics
     ///
     /// Where [`try_get`](Self::try_get) returns an error: see [`Local`].
-    #[inline]
+    #[inline(always)]
     #[track_caller]
     pub fn get(&'static self) -> Option<T> {
         match self.try_get() {
@@ -807,7 +807,7 @@ impl<T: Send + Clone + 'static> Local<T> {
     /// static N: tasklocal::Local<u64> = tasklocal::Local::new();
     /// assert_eq!(N.try_get(), Ok(None));
     /// ```
-    #[inline]
+    #[inline(always)]
     pub fn try_get(&'static self) -> Result<Option<T>, AccessError> {
         let index = self.index();
         // Fast path: the current owner has a storage with the value in it.
