@@ -73,6 +73,28 @@
 //! the fix. Use [`spawn`]/[`task`], or give every task of a runtime its own storage
 //! with `tasklocal::tokio::install` (requires `--cfg tokio_unstable`).
 //!
+//! # Logging context and services
+//!
+//! * [`mdc`]: an inheritable, insertion-ordered string map for log lines (SLF4J's
+//!   MDC), always available.
+//! * Feature `log`: `log::MdcLogger` wraps any `log::Log` so every record carries the
+//!   MDC as key-values. Feature `tracing`: `tracing::MdcExt::with_mdc` puts the MDC
+//!   into every event `tracing-subscriber`'s `fmt` writes (text and JSON), and
+//!   `tracing::SpanToMdc` puts span fields into the MDC.
+//! * Feature `http`: `http::extract`/`http::inject` carry the MDC as W3C `baggage` and
+//!   the trace context as `traceparent`/`tracestate`; `http::ServerLayer` and
+//!   `http::ClientLayer` do it for tower services (axum, hyper, tonic).
+//!
+//! # Performance
+//!
+//! A read of a value in a task is one thread-local access, one `RefCell` borrow and
+//! a few loads: about twice a std `thread_local!` `Cell::get`. Small primitive values
+//! are kept inline (no allocation, no dynamic type check); capturing the context for a
+//! child is one reference-count increment, whatever the number of values; a task that
+//! never touches its storage allocates nothing and adds two pointers to its future.
+//! `docs/BENCHMARKS.md` in the repository has the numbers, side by side with
+//! `thread_local!` and `task_local!`.
+//!
 //! # `Send` and `Sync`
 //!
 //! Values move with their task between threads, so they must be `Send`; inheritable
