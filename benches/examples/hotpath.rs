@@ -10,8 +10,9 @@
 //!
 //! Each accessor is its own `#[inline(never)]` function, so its inclusive count divided
 //! by 1,000,000 is the instructions of one call (`poll_*`: of one poll;
-//! `spawn_tokio`/`spawn_tasklocal`: of one spawn, 200,000 calls; `spawn_await_*`: of
-//! 200,000 spawns + awaits, including the parent's polls); `objdump -d -C` on the binary
+//! `spawn_tokio`/`spawn_tasklocal`: of one spawn, 200,000/600,000 calls; `spawn_await_*`: of
+//! 200,000 spawns + awaits, including the parent's polls; 8 inherited values unless
+//! the name says 0 or 64); `objdump -d -C` on the binary
 //! shows them.
 
 use std::cell::Cell;
@@ -123,17 +124,25 @@ fn poll_task(f: Pin<&mut Task<Yields>>, cx: &mut Context<'_>) -> Poll<()> {
 /// `Task` with 8 inherited values.
 #[inline(never)]
 fn spawn_await_tokio(rt: &tokio::runtime::Runtime) {
-    spawn_await(rt, false)
+    spawn_await(rt, false, 8)
 }
 #[inline(never)]
 fn spawn_await_tasklocal(rt: &tokio::runtime::Runtime) {
-    spawn_await(rt, true)
+    spawn_await(rt, true, 8)
+}
+#[inline(never)]
+fn spawn_await_tasklocal_0(rt: &tokio::runtime::Runtime) {
+    spawn_await(rt, true, 0)
+}
+#[inline(never)]
+fn spawn_await_tasklocal_64(rt: &tokio::runtime::Runtime) {
+    spawn_await(rt, true, 64)
 }
 #[inline(always)]
-fn spawn_await(rt: &tokio::runtime::Runtime, wrap: bool) {
-    static KEYS: [Local<u64>; 8] = [const { Local::inheritable() }; 8];
+fn spawn_await(rt: &tokio::runtime::Runtime, wrap: bool, values: usize) {
+    static KEYS: [Local<u64>; 64] = [const { Local::inheritable() }; 64];
     rt.block_on(tasklocal::task(async move {
-        for key in &KEYS {
+        for key in &KEYS[..values] {
             key.set(1);
         }
         for _ in 0..N / 10 {
@@ -186,6 +195,10 @@ fn main() {
     // Warm up, then measure: `spawn_await` is called twice for each.
     spawn_await_tokio(&rt);
     spawn_await_tasklocal(&rt);
+    spawn_await_tasklocal_0(&rt);
+    spawn_await_tasklocal_64(&rt);
     spawn_await_tokio(&rt);
     spawn_await_tasklocal(&rt);
+    spawn_await_tasklocal_0(&rt);
+    spawn_await_tasklocal_64(&rt);
 }

@@ -248,7 +248,7 @@ fn run_memory(workspace: &Path, target: &Path, tasks: &str) -> String {
 
 /// What `examples/hotpath.rs` calls, and how many times: the instructions of one call
 /// are the function's inclusive count divided by this.
-const HOTPATH: [(&str, f64); 16] = [
+const HOTPATH: [(&str, f64); 18] = [
     ("std_get", 1e6),
     ("std_set", 1e6),
     ("tokio_get", 1e6),
@@ -262,9 +262,11 @@ const HOTPATH: [(&str, f64); 16] = [
     ("poll_tokio", 1e6),
     ("poll_task", 1e6),
     ("spawn_tokio", 2e5),
-    ("spawn_tasklocal", 2e5),
+    ("spawn_tasklocal", 6e5),
     ("spawn_await_tokio", 2e5),
     ("spawn_await_tasklocal", 2e5),
+    ("spawn_await_tasklocal_0", 2e5),
+    ("spawn_await_tasklocal_64", 2e5),
 ];
 
 /// Counts instructions per call of the hot paths under callgrind (exact, whatever the
@@ -1136,7 +1138,7 @@ impl Report<'_> {
             w,
             "| hot path | tasklocal | baseline | instructions, tasklocal | instructions, baseline | difference |\n|---|---|---|---|---|---|"
         );
-        let rows: [(&str, &str, &str, &str, &str); 10] = [
+        let rows: [(&str, &str, &str, &str, &str); 12] = [
             (
                 "get u64",
                 "`Local::get` in a `Task`",
@@ -1199,6 +1201,20 @@ impl Report<'_> {
                 "`tasklocal::spawn`, 8 values",
                 "`tokio::spawn`",
                 "spawn_await_tasklocal",
+                "spawn_await_tokio",
+            ),
+            (
+                "spawn + await",
+                "`tasklocal::spawn`, 0 values",
+                "`tokio::spawn`",
+                "spawn_await_tasklocal_0",
+                "spawn_await_tokio",
+            ),
+            (
+                "spawn + await",
+                "`tasklocal::spawn`, 64 values",
+                "`tokio::spawn`",
+                "spawn_await_tasklocal_64",
                 "spawn_await_tokio",
             ),
         ];
