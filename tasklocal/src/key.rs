@@ -19,6 +19,25 @@ pub(crate) struct Dynamic {
     pub(crate) cells: Cells<Value>,
     pub(crate) free: RefCell<Vec<usize>>,
     pub(crate) next: Cell<usize>,
+    /// The last `&'static str` key found: its address, its length and its cell. Equal
+    /// address and length prove an equal key, so a repeated lookup skips the index.
+    pub(crate) recent: Cell<Recent>,
+}
+
+/// See [`Dynamic::recent`]; `cell == usize::MAX` when empty.
+#[derive(Clone, Copy)]
+pub(crate) struct Recent {
+    addr: usize,
+    len: usize,
+    cell: usize,
+}
+
+impl Recent {
+    pub(crate) const EMPTY: Recent = Recent {
+        addr: 0,
+        len: 0,
+        cell: usize::MAX,
+    };
 }
 
 /// The keys that share one hash (almost always one).
@@ -32,14 +51,45 @@ impl Dynamic {
     #[inline(always)]
     pub(crate) fn find<K: Hash + Eq + Send + Sync + 'static>(&self, key: &K) -> Option<usize> {
         let key = KeyRef::of(key);
+        if let KeyRef::Static(s) = key {
+            let recent = self.recent.get();
+            // Pointer to number: only compared, never turned back into a pointer.
+            if recent.addr == s.as_ptr() as usize && recent.len == s.len() {
+                return Some(recent.cell);
+            }
+        }
+        self.find_in_index(key)
+    }
+
+    #[inline(never)]
+    fn find_in_index(&self, key: KeyRef<'_>) -> Option<usize> {
         let index = self.index.try_borrow().ok()?;
-        match index.get(&key.hash())? {
+        let n = match index.get(&key.hash())? {
             Bucket::One(repr, n) => key.matches(repr).then_some(*n),
             Bucket::Many(keys) => keys
                 .iter()
                 .find(|(repr, _)| key.matches(repr))
                 .map(|(_, n)| *n),
+        }?;
+        if let KeyRef::Static(s) = key {
+            self.recent.set(Recent {
+                addr: s.as_ptr() as usize,
+                len: s.len(),
+                cell: n,
+            });
         }
+        Some(n)
+    }
+
+    /// Forgets every key (their cells must be empty); returns the index to be dropped.
+    pub(crate) fn clear(&self) -> Option<HashMap<u64, Bucket, BuildHasherDefault<Prehashed>>> {
+        self.recent.set(Recent::EMPTY);
+        self.next.set(0);
+        if let Ok(mut free) = self.free.try_borrow_mut() {
+            free.clear();
+        }
+        let mut index = self.index.try_borrow_mut().ok()?;
+        (!index.is_empty()).then(|| std::mem::take(&mut *index))
     }
 
     /// The cell number of `key`, allocated if needed.
@@ -75,6 +125,7 @@ impl Dynamic {
         key: &K,
         n: usize,
     ) -> Option<KeyRepr> {
+        self.recent.set(Recent::EMPTY);
         let key = KeyRef::of(key);
         let hash = key.hash();
         let mut index = self.index.borrow_mut();
@@ -111,6 +162,7 @@ pub(crate) enum KeyRepr {
 }
 
 /// A key looked up, borrowed.
+#[derive(Clone, Copy)]
 enum KeyRef<'a> {
     Static(&'a str),
     Owned(&'a str),
@@ -330,12 +382,31 @@ mod tests {
     }
 
     #[test]
+    fn the_recent_key_never_outlives_its_cell() {
+        crate::Snapshot::empty().run(|| {
+            crate::set("a", 1u32);
+            assert_eq!(crate::get::<_, u32>(&"a"), Some(1)); // remembered
+            assert!(crate::remove(&"a"));
+            crate::set("b", 2u32); // takes the freed cell
+            assert_eq!(crate::get::<_, u32>(&"a"), None);
+            assert_eq!(crate::get::<_, u32>(&"b"), Some(2));
+            crate::reset();
+            crate::set("c", 3u32);
+            assert_eq!(crate::get::<_, u32>(&"b"), None);
+            // The same text at another address is the same key.
+            let other: &'static str = Box::leak(String::from("c").into_boxed_str());
+            assert_eq!(crate::get::<_, u32>(&other), Some(3));
+        });
+    }
+
+    #[test]
     fn colliding_hashes_share_a_bucket() {
         let d = Dynamic {
             index: RefCell::new(HashMap::default()),
             cells: Cells::new(),
             free: RefCell::new(Vec::new()),
             next: Cell::new(0),
+            recent: Cell::new(Recent::EMPTY),
         };
         let a = d.find_or_insert(1u64);
         let b = d.find_or_insert("one");

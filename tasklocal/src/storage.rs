@@ -164,6 +164,7 @@ impl Storage {
                 cells: Cells::new(),
                 free: RefCell::new(Vec::new()),
                 next: Cell::new(0),
+                recent: Cell::new(crate::key::Recent::EMPTY),
             })
         })
     }
@@ -233,15 +234,9 @@ impl Storage {
         take_cells(&self.locals, &mut out);
         if let Some(dynamic) = self.dynamic.get() {
             take_cells(&dynamic.cells, &mut out);
-            if let Ok(mut index) = dynamic.index.try_borrow_mut() {
-                if !index.is_empty() {
-                    out.push(Value::Boxed(Box::new(std::mem::take(&mut *index))));
-                }
+            if let Some(index) = dynamic.clear() {
+                out.push(Value::Boxed(Box::new(index)));
             }
-            if let Ok(mut free) = dynamic.free.try_borrow_mut() {
-                free.clear();
-            }
-            dynamic.next.set(0);
         }
         if let Some(inherited) = self
             .inherited
