@@ -240,25 +240,6 @@ pub(crate) fn empty() -> Result<(Vec<Value>, Option<Inherited>), AccessError> {
 /// values are still readable, then drops the values, until nothing is left, also what
 /// handlers and `Drop`s set meanwhile.
 pub(crate) fn finish() {
-    // The common end of a task that never touched its storage: nothing to run, at most
-    // an inherited table to let go of.
-    let untouched = CONTEXT.try_with(|cx| match cx.frame.try_borrow_mut() {
-        Ok(mut frame) if frame.storage.is_none() => Some(frame.seed.take()),
-        _ => None,
-    });
-    if let Ok(Some(seed)) = untouched {
-        // Dropping the last reference to an inherited table may drop values, whose
-        // `Drop` may set new ones: then the general path below takes them.
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(seed)));
-        if CONTEXT.try_with(|cx| {
-            cx.frame
-                .try_borrow()
-                .is_ok_and(|f| f.storage.is_none() && f.seed.is_none())
-        }) == Ok(true)
-        {
-            return;
-        }
-    }
     loop {
         storage::teardown(|| {
             read(|here| match here {
@@ -310,12 +291,6 @@ pub(crate) struct Entered<'a> {
     frame: &'a mut Frame,
     /// The kind of the owner the frame displaced; `None` when nothing was entered.
     displaced: Option<Owner>,
-}
-
-impl Entered<'_> {
-    fn is_active(&self) -> bool {
-        self.displaced.is_some()
-    }
 }
 
 /// Makes `frame` the current owner on this thread.
@@ -383,17 +358,17 @@ impl Drop for Entered<'_> {
     }
 }
 
-/// Runs `f` as the owner `frame`, then tears the owner down.
-pub(crate) fn run_and_finish<R>(mut frame: Frame, f: impl FnOnce() -> R) -> R {
-    struct Finish<'a>(Entered<'a>);
-    impl Drop for Finish<'_> {
+/// Runs `f` as the owner `frame`, then ends the owner (also when `f` panics).
+pub(crate) fn run_and_finish<R>(frame: Frame, f: impl FnOnce() -> R) -> R {
+    struct End(Frame);
+    impl Drop for End {
         fn drop(&mut self) {
-            if self.0.is_active() {
-                finish();
-            }
+            end(&mut self.0);
         }
     }
-    let _guard = Finish(enter(&mut frame));
+    let mut owner = End(frame);
+    // Dropped first: the previous owner is current again before `end` runs.
+    let _entered = enter(&mut owner.0);
     f()
 }
 

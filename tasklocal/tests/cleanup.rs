@@ -861,3 +861,27 @@ mod with_tokio {
         );
     }
 }
+
+/// A child that never touched its storage but holds the last reference to the values
+/// it inherited drops them at its end, as its own: their `Drop` writes into the
+/// child's storage (torn down too), never into the parent's.
+#[test]
+fn inherited_values_last_held_by_an_untouched_child_drop_as_the_childs() {
+    static DROPS: AtomicUsize = AtomicUsize::new(0);
+    struct WritesOnDrop;
+    impl Drop for WritesOnDrop {
+        fn drop(&mut self) {
+            DROPS.fetch_add(1, Ordering::SeqCst);
+            tasklocal::set("written by a drop", 1u8);
+        }
+    }
+    static LAST: tasklocal::Local<Arc<WritesOnDrop>> = tasklocal::Local::inheritable();
+    tasklocal::Snapshot::empty().run(|| {
+        let seed = tasklocal::Snapshot::empty().with_value(&LAST, Arc::new(WritesOnDrop));
+        let child = seed.task(async {});
+        drop(seed); // the child now holds the only reference
+        futures::executor::block_on(child);
+        assert_eq!(DROPS.load(Ordering::SeqCst), 1);
+        assert_eq!(tasklocal::get::<_, u8>(&"written by a drop"), None);
+    });
+}
