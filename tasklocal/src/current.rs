@@ -12,7 +12,7 @@
 //! reads then see nothing, writes fail with [`Kind::Destroyed`].
 
 use std::cell::{Cell, RefCell};
-use std::mem;
+use std::mem::{self, ManuallyDrop};
 use std::sync::Arc;
 
 use crate::error::{AccessError, Kind};
@@ -54,7 +54,9 @@ pub(crate) enum Owner {
 /// One owner's state: its storage once created, and until then what it inherited.
 /// Two pointers: it sits in every `Task`.
 pub(crate) struct Frame {
-    storage: Option<Box<Storage>>,
+    /// Taken out and torn down by `Frame`'s own `Drop`, so the drop glue of an empty
+    /// frame is two null checks, inline.
+    storage: ManuallyDrop<Option<Box<Storage>>>,
     seed: Option<Inherited>,
 }
 
@@ -62,7 +64,7 @@ impl Frame {
     /// The frame of a new owner that inherits `seed`. Allocates nothing.
     pub(crate) const fn new(seed: Option<Inherited>) -> Frame {
         Frame {
-            storage: None,
+            storage: ManuallyDrop::new(None),
             seed,
         }
     }
@@ -73,11 +75,18 @@ impl Drop for Frame {
     /// fallback for a frame dropped otherwise (the thread's frame when `CONTEXT`
     /// itself is destroyed before `THREAD_EXIT`): handlers still run and values are
     /// dropped, though the API cannot reach them any more.
+    #[inline]
     fn drop(&mut self) {
         if let Some(storage) = self.storage.take() {
-            storage::teardown(|| storage.next_garbage());
+            teardown_detached(storage);
         }
     }
+}
+
+#[cold]
+#[inline(never)]
+fn teardown_detached(storage: Box<Storage>) {
+    storage::teardown(|| storage.next_garbage());
 }
 
 /// What an access finds on this thread.
@@ -112,7 +121,7 @@ pub(crate) fn read<R>(f: impl FnOnce(Here<'_>) -> R) -> R {
     let result = CONTEXT.try_with(|cx| {
         let f = f.take()?;
         Some(match cx.frame.try_borrow() {
-            Ok(frame) => match (&frame.storage, cx.owner.get()) {
+            Ok(frame) => match (&*frame.storage, cx.owner.get()) {
                 // The worker thread's storage is never lent to a tokio task that has
                 // none of its own.
                 (_, Owner::Thread) if in_foreign_task() => f(Here::Denied(Kind::NoStorage)),
@@ -148,6 +157,25 @@ pub(crate) fn with_storage<R>(f: impl FnOnce(&Storage) -> Option<R>) -> Option<R
         .flatten()
 }
 
+/// The inheritable values of the current owner, for a child: what its storage holds,
+/// or what it inherited if it has none yet.
+#[inline]
+pub(crate) fn capture() -> Option<Inherited> {
+    CONTEXT
+        .try_with(|cx| {
+            let frame = cx.frame.try_borrow().ok()?;
+            if cx.owner.get() == Owner::Thread && in_foreign_task() {
+                return None;
+            }
+            match &*frame.storage {
+                Some(storage) => storage.capture(),
+                None => frame.seed.clone(),
+            }
+        })
+        .ok()
+        .flatten()
+}
+
 /// Calls `f` with the current owner's storage, creating the storage if needed.
 #[inline]
 pub(crate) fn write<R>(f: impl FnOnce(&Storage) -> R) -> Result<R, AccessError> {
@@ -162,7 +190,7 @@ pub(crate) fn write<R>(f: impl FnOnce(&Storage) -> R) -> Result<R, AccessError> 
                 if cx.owner.get() == Owner::Thread && in_foreign_task() {
                     return Err(AccessError::new(Kind::NoStorage));
                 }
-                if let Some(storage) = &frame.storage {
+                if let Some(storage) = &*frame.storage {
                     if let Some(f) = f.take() {
                         return Ok(f(storage));
                     }
@@ -173,7 +201,7 @@ pub(crate) fn write<R>(f: impl FnOnce(&Storage) -> R) -> Result<R, AccessError> 
                 .frame
                 .try_borrow()
                 .map_err(|_| AccessError::new(Kind::Borrowed))?;
-            match (&frame.storage, f.take()) {
+            match (&*frame.storage, f.take()) {
                 (Some(storage), Some(f)) => Ok(f(storage)),
                 _ => Err(AccessError::new(Kind::Borrowed)),
             }
@@ -199,7 +227,7 @@ fn create(cx: &Context) -> Result<(), AccessError> {
         Owner::Thread | Owner::Scoped => {}
     }
     let seed = frame.seed.take();
-    frame.storage = Some(Storage::new(seed));
+    *frame.storage = Some(Storage::new(seed));
     Ok(())
 }
 
@@ -263,22 +291,34 @@ pub(crate) fn finish() {
 /// Ends the owner `frame`, which is not current: enters it only if there is anything
 /// to tear down, so that the end of a task that never touched its storage costs no
 /// switch at all.
+#[inline]
 pub(crate) fn end(frame: &mut Frame) {
-    if frame.storage.is_none() {
-        let Some(seed) = frame.seed.take() else {
-            return;
-        };
-        // Still shared with its creator or a sibling: letting go runs no `Drop`.
-        let Some(entries) = Arc::into_inner(seed) else {
-            return;
-        };
-        // The last reference: the values are dropped as this owner's, like in `finish`.
-        if let Some(_entered) = try_enter(frame) {
-            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(entries)));
-            finish();
-        }
-        return;
+    if frame.storage.is_some() {
+        return end_storage(frame);
     }
+    let Some(seed) = frame.seed.take() else {
+        return;
+    };
+    // Still shared with its creator or a sibling: letting go runs no `Drop`.
+    if let Some(entries) = Arc::into_inner(seed) {
+        end_last_seed(frame, entries);
+    }
+}
+
+/// [`end`] of an owner that never touched its storage but holds the last reference
+/// to its inherited values: they are dropped as this owner's, like in `finish`.
+#[cold]
+#[inline(never)]
+fn end_last_seed(frame: &mut Frame, entries: Vec<storage::Entry>) {
+    if let Some(_entered) = try_enter(frame) {
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(entries)));
+        finish();
+    }
+}
+
+/// [`end`] of an owner that has a storage.
+#[inline(never)]
+fn end_storage(frame: &mut Frame) {
     if let Some(_entered) = try_enter(frame) {
         finish();
     }
@@ -308,6 +348,54 @@ pub(crate) fn enter(frame: &mut Frame) -> Entered<'_> {
         Err(_) => None,
     };
     Entered { frame, displaced }
+}
+
+/// Runs `f` with `frame` as the current owner, then makes the displaced owner current
+/// again (also when `f` unwinds): [`enter`] and its guard in one access to the
+/// thread-local, for the poll of a `Task`.
+///
+/// # Panics
+///
+/// Like [`enter`]. When the thread's locals are gone, `f` runs without storage.
+#[inline]
+pub(crate) fn entered<R>(frame: &mut Frame, f: impl FnOnce() -> R) -> R {
+    /// Restores the displaced owner.
+    struct Restore<'a> {
+        cx: &'a Context,
+        frame: &'a mut Frame,
+        displaced: Owner,
+    }
+    impl Drop for Restore<'_> {
+        #[inline]
+        fn drop(&mut self) {
+            if let Ok(mut current) = self.cx.frame.try_borrow_mut() {
+                mem::swap(&mut *current, self.frame);
+                self.cx.owner.set(self.displaced);
+            }
+        }
+    }
+
+    let mut f = Some(f);
+    let result = CONTEXT.try_with(|cx| {
+        let Ok(mut current) = cx.frame.try_borrow_mut() else {
+            crate::error::panic_enter_borrowed()
+        };
+        mem::swap(&mut *current, frame);
+        drop(current);
+        let displaced = cx.owner.replace(Owner::Scoped);
+        let _restore = Restore {
+            cx,
+            frame,
+            displaced,
+        };
+        f.take().map(|f| f())
+    });
+    match (result, f) {
+        (Ok(Some(r)), _) => r,
+        (_, Some(f)) => f(),
+        // `f` is taken exactly when the closure ran and returned `Some`.
+        (_, None) => unreachable!(),
+    }
 }
 
 /// Like [`enter`], but `None` instead of a panic when the frame cannot be entered.

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::future::Future;
 
-use crate::current::{self, Frame, Here};
+use crate::current::{self, Frame};
 use std::sync::Arc;
 
 use crate::local::Local;
@@ -48,16 +48,9 @@ impl Snapshot {
     /// ```
     #[inline]
     pub fn capture() -> Snapshot {
-        // Fast path: the current owner has a storage.
-        if let Some(inherited) = current::with_storage(|storage| Some(storage.capture())) {
-            return Snapshot { inherited };
+        Snapshot {
+            inherited: current::capture(),
         }
-        let inherited = current::read(|here| match here {
-            Here::Storage(storage) => storage.capture(),
-            Here::Seed(seed) => seed.cloned(),
-            Here::Denied(_) => None,
-        });
-        Snapshot { inherited }
     }
 
     /// A snapshot with no values.

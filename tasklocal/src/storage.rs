@@ -177,14 +177,7 @@ impl Storage {
         if self.lent.get() == 0 {
             return Some(inherited);
         }
-        let entries = inherited
-            .iter()
-            .map(|entry| match entry {
-                Entry::Lent => Entry::Empty,
-                other => other.clone(),
-            })
-            .collect();
-        Some(Arc::new(entries))
+        Some(without_lent(&inherited))
     }
 
     /// Runs `f` on the inheritable entries, unshared first (copy on write).
@@ -285,6 +278,19 @@ pub(crate) fn teardown(mut next: impl FnMut() -> Garbage) {
             Garbage::Done => break,
         }
     }
+}
+
+/// A copy of `inherited` without the entries a `with_mut` has out.
+#[cold]
+fn without_lent(inherited: &[Entry]) -> Inherited {
+    let entries = inherited
+        .iter()
+        .map(|entry| match entry {
+            Entry::Lent => Entry::Empty,
+            other => other.clone(),
+        })
+        .collect();
+    Arc::new(entries)
 }
 
 #[cfg(test)]

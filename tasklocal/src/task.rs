@@ -74,22 +74,28 @@ pin_project! {
 
     impl<F> PinnedDrop for Task<F> {
         fn drop(this: Pin<&mut Self>) {
-            let mut this = this.project();
-            if this.future.is_none() {
-                // Completed: already torn down.
-                return;
+            let this = this.project();
+            // Completed: already torn down (the common case, inline).
+            if this.future.is_some() {
+                cancel(this.future, this.frame);
             }
-            {
-                // The future goes first, while its storage is still readable. (Dropped
-                // inside a `with` closure on this thread, or while the thread's locals
-                // are destroyed, no switch is possible: the future just goes, and the
-                // frame's own `Drop` runs the handlers and drops the values.)
-                let _entered = current::try_enter(this.frame);
-                this.future.set(None);
-            }
-            current::end(this.frame);
         }
     }
+}
+
+/// The end of a `Task` dropped before it completed: cancelled, aborted, dropped at
+/// runtime shutdown, or unwound by a panic.
+#[inline(never)]
+fn cancel<F>(mut future: Pin<&mut Option<F>>, frame: &mut Frame) {
+    {
+        // The future goes first, while its storage is still readable. (Dropped inside
+        // a `with` closure on this thread, or while the thread's locals are destroyed,
+        // no switch is possible: the future just goes, and the frame's own `Drop` runs
+        // the handlers and drops the values.)
+        let _entered = current::try_enter(frame);
+        future.set(None);
+    }
+    current::end(frame);
 }
 
 impl<F> Task<F> {
@@ -117,20 +123,24 @@ impl<F: Future> Future for Task<F> {
     type Output = F::Output;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        let mut this = self.project();
-        let Some(future) = this.future.as_mut().as_pin_mut() else {
-            polled_after_completion()
-        };
-        let entered = current::enter(this.frame);
-        let output = match future.poll(cx) {
-            Poll::Ready(output) => output,
-            Poll::Pending => return Poll::Pending,
-        };
-        // The future goes while its storage is current; then the owner ends.
-        this.future.set(None);
-        drop(entered);
-        current::end(this.frame);
-        Poll::Ready(output)
+        let this = self.project();
+        let mut future = this.future;
+        let poll = current::entered(this.frame, || {
+            let Some(inner) = future.as_mut().as_pin_mut() else {
+                polled_after_completion()
+            };
+            let poll = inner.poll(cx);
+            if poll.is_ready() {
+                // The future goes while its storage is current.
+                future.set(None);
+            }
+            poll
+        });
+        if poll.is_ready() {
+            // Then the owner ends.
+            current::end(this.frame);
+        }
+        poll
     }
 }
 
