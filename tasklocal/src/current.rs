@@ -305,6 +305,12 @@ pub(crate) fn end(frame: &mut Frame) {
     }
 }
 
+/// [`end`], not inlined: for callers whose hot path is elsewhere.
+#[inline(never)]
+pub(crate) fn end_outlined(frame: &mut Frame) {
+    end(frame);
+}
+
 /// [`end`] of an owner that never touched its storage but holds the last reference
 /// to its inherited values: they are dropped as this owner's, like in `finish`.
 #[cold]
