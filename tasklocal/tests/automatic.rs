@@ -202,6 +202,56 @@ fn children_inherit_from_their_spawner() {
     TALLY.assert_all_dropped();
 }
 
+/// The MDC in automatic mode: every plain `tokio::spawn`ed task has its own map, a
+/// child starts with a copy of its spawner's, and writes never flow either way.
+#[test]
+fn the_mdc_is_per_task_and_inherited() {
+    const TASKS: u64 = 200;
+    let rt = multi_thread(4);
+    rt.block_on(with_timeout(async {
+        let tasks: Vec<_> = (0..TASKS)
+            .map(|i| {
+                tokio::spawn(async move {
+                    assert!(
+                        tasklocal::mdc::to_vec().is_empty(),
+                        "a new task starts empty"
+                    );
+                    tasklocal::mdc::insert("request", i.to_string());
+                    tokio::task::yield_now().await;
+                    let child = tokio::spawn(async move {
+                        let seen = tasklocal::mdc::to_vec();
+                        tasklocal::mdc::insert("request", "child");
+                        tasklocal::mdc::insert("depth", "1");
+                        tokio::task::yield_now().await;
+                        (seen, tasklocal::mdc::to_vec())
+                    });
+                    tasklocal::mdc::insert("after", "spawn");
+                    let (seen, child_own) = child.await.unwrap();
+                    assert_eq!(seen, [("request".to_string(), i.to_string())]);
+                    assert_eq!(
+                        child_own,
+                        [
+                            ("request".to_string(), "child".to_string()),
+                            ("depth".to_string(), "1".to_string())
+                        ]
+                    );
+                    // Nothing flowed back from the child.
+                    assert_eq!(
+                        tasklocal::mdc::to_vec(),
+                        [
+                            ("request".to_string(), i.to_string()),
+                            ("after".to_string(), "spawn".to_string())
+                        ]
+                    );
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+    }));
+}
+
 /// Exit handlers run last-registered first with the values readable, then the
 /// values are dropped: signalled on a channel, since the `JoinHandle` may resolve
 /// before the teardown.
