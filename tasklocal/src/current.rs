@@ -2,14 +2,16 @@
 //! thread's own storage (the fallback owner).
 //!
 //! All per-thread state is one const-initialized thread-local, `CONTEXT`, holding
-//! the current [`Frame`] and the kind of its [`Owner`]. Running an owner (polling a `Task`, `Snapshot::run`, a task
-//! of a runtime in automatic mode) swaps the owner's frame in and, through the
-//! [`Entered`] guard, back out again — also when the poll unwinds. When no owner runs,
-//! `CONTEXT` holds the thread's own frame.
+//! the current [`Frame`] and the kind of its [`Owner`]. Running an owner (polling a
+//! `Task`, `Snapshot::run`, a task of a runtime in automatic mode) swaps the owner's
+//! frame in and, through a guard, back out again — also when the poll unwinds. When
+//! no owner runs, `CONTEXT` holds the thread's own frame.
 //!
-//! The thread's locals can already be gone when we are called from another
-//! thread-local's destructor at thread exit. Every access therefore uses `try_with`:
-//! reads then see nothing, writes fail with [`Kind::Destroyed`].
+//! `CONTEXT` has no destructor, so it is never gone, and an access is a plain
+//! thread-local read. The thread's own storage is torn down by the destructor of a
+//! second thread-local, `THREAD_EXIT`; after that the thread's owner is
+//! [`Owner::ThreadGone`]: reads see nothing, writes fail with [`Kind::Destroyed`], and
+//! other owners (a `Task` dropped by another thread-local's destructor) still work.
 
 use std::cell::{Cell, RefCell};
 use std::mem::{self, ManuallyDrop};
@@ -21,7 +23,7 @@ use crate::storage::{self, Garbage, Inherited, Storage, Value};
 thread_local! {
     static CONTEXT: Context = const {
         Context {
-            frame: RefCell::new(Frame::new(None)),
+            frame: RefCell::new(ManuallyDrop::new(Frame::new(None))),
             owner: Cell::new(Owner::Thread),
             exit_registered: Cell::new(false),
         }
@@ -33,7 +35,13 @@ thread_local! {
 
 /// The per-thread state: the current owner's frame, and what kind of owner it is.
 struct Context {
-    frame: RefCell<Frame>,
+    /// `ManuallyDrop`: `Context` has no destructor, so `CONTEXT` is a plain
+    /// thread-local with no is-it-destroyed check and no lazy destructor registration
+    /// on any access. Nothing is lost: when a thread exits, its frame holds at most
+    /// its own storage, which `THREAD_EXIT`'s destructor (registered when that storage
+    /// is created) tears down; seeds only come with scoped owners, which are never
+    /// current when a thread exits (every switch is undone by a guard or a hook).
+    frame: RefCell<ManuallyDrop<Frame>>,
     owner: Cell<Owner>,
     /// The thread's `THREAD_EXIT` destructor is registered.
     exit_registered: Cell<bool>,
@@ -72,8 +80,8 @@ impl Frame {
 
 impl Drop for Frame {
     /// Normally a frame is torn down with [`finish`] while current. This is the
-    /// fallback for a frame dropped otherwise (the thread's frame when `CONTEXT`
-    /// itself is destroyed before `THREAD_EXIT`): handlers still run and values are
+    /// fallback for a frame dropped otherwise (a `Task` dropped inside a `with`
+    /// closure, where no switch is possible): handlers still run and values are
     /// dropped, though the API cannot reach them any more.
     #[inline]
     fn drop(&mut self) {
@@ -375,7 +383,7 @@ pub(crate) fn entered<R>(frame: &mut Frame, f: impl FnOnce() -> R) -> R {
         #[inline]
         fn drop(&mut self) {
             if let Ok(mut current) = self.cx.frame.try_borrow_mut() {
-                mem::swap(&mut *current, self.frame);
+                mem::swap(&mut **current, self.frame);
                 self.cx.owner.set(self.displaced);
             }
         }
@@ -386,7 +394,7 @@ pub(crate) fn entered<R>(frame: &mut Frame, f: impl FnOnce() -> R) -> R {
         let Ok(mut current) = cx.frame.try_borrow_mut() else {
             crate::error::panic_enter_borrowed()
         };
-        mem::swap(&mut *current, frame);
+        mem::swap(&mut **current, frame);
         drop(current);
         let displaced = cx.owner.replace(Owner::Scoped);
         let _restore = Restore {
@@ -435,7 +443,7 @@ fn exchange(frame: &mut Frame, owner: Owner) -> Result<Owner, Kind> {
     CONTEXT
         .try_with(|cx| match cx.frame.try_borrow_mut() {
             Ok(mut current) => {
-                mem::swap(&mut *current, frame);
+                mem::swap(&mut **current, frame);
                 Ok(cx.owner.replace(owner))
             }
             Err(_) => Err(Kind::Borrowed),

@@ -794,9 +794,36 @@ impl<T: Send + Clone + 'static> Local<T> {
     #[inline(always)]
     #[track_caller]
     pub fn get(&'static self) -> Option<T> {
-        match self.try_get() {
+        match self.get_fast() {
+            Some(value) => Some(value),
+            // A tail call: the hit path needs no stack frame.
+            None => self.get_miss(),
+        }
+    }
+
+    /// [`get`](Self::get) when the fast path misses.
+    #[inline(never)]
+    fn get_miss(&'static self) -> Option<T> {
+        match self.get_slow() {
             Ok(value) => value,
             Err(err) => panic_access(err),
+        }
+    }
+
+    /// The value, if the current owner has a storage with the value in it.
+    #[inline(always)]
+    fn get_fast(&'static self) -> Option<T> {
+        let index = self.index();
+        if self.is_inheritable() {
+            current::with_storage(|storage| {
+                let inherited = storage.inherited.try_borrow().ok()?;
+                inherited.as_ref()?.get(index)?.get::<T>().cloned()
+            })
+        } else {
+            current::with_storage(|storage| {
+                let slot = storage.locals.get_inline(index)?.try_borrow().ok()?;
+                slot.as_ref()?.downcast_ref::<T>().cloned()
+            })
         }
     }
 
@@ -809,20 +836,7 @@ impl<T: Send + Clone + 'static> Local<T> {
     /// ```
     #[inline(always)]
     pub fn try_get(&'static self) -> Result<Option<T>, AccessError> {
-        let index = self.index();
-        // Fast path: the current owner has a storage with the value in it.
-        let fast = if self.is_inheritable() {
-            current::with_storage(|storage| {
-                let inherited = storage.inherited.try_borrow().ok()?;
-                inherited.as_ref()?.get(index)?.get::<T>().cloned()
-            })
-        } else {
-            current::with_storage(|storage| {
-                let slot = storage.locals.get_inline(index)?.try_borrow().ok()?;
-                slot.as_ref()?.downcast_ref::<T>().cloned()
-            })
-        };
-        match fast {
+        match self.get_fast() {
             Some(value) => Ok(Some(value)),
             None => self.get_slow(),
         }
