@@ -148,6 +148,25 @@ pub(crate) fn read<R>(f: impl FnOnce(Here<'_>) -> R) -> R {
     }
 }
 
+/// The fast path of accessors inside a scoped owner (a `Task`, a snapshot run, a task
+/// in automatic mode): `f` with its storage. `None` when the current owner is a thread
+/// (its storage is only used after asking tokio that no plain tokio task runs here:
+/// [`with_storage`]) or has no storage yet. It makes no call, so a caller whose hit
+/// path is this needs no stack frame.
+#[inline(always)]
+pub(crate) fn with_scoped_storage<R>(f: impl FnOnce(&Storage) -> Option<R>) -> Option<R> {
+    CONTEXT
+        .try_with(|cx| {
+            if cx.owner.get() != Owner::Scoped {
+                return None;
+            }
+            let frame = cx.frame.try_borrow().ok()?;
+            f(frame.storage.as_deref()?)
+        })
+        .ok()
+        .flatten()
+}
+
 /// The fast path of every accessor: `f` with the current owner's storage, if it has
 /// one; `None` sends the caller to its general path.
 #[inline(always)]

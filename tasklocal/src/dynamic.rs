@@ -63,11 +63,25 @@ pub fn try_set<K: Key, V: Send + 'static>(key: K, value: V) -> Result<(), Access
 /// ```
 #[inline(always)]
 pub fn get<K: Key, V: Clone + 'static>(key: &K) -> Option<V> {
-    current::with_storage(|storage| {
-        let dynamic = storage.dynamic.get()?;
-        let slot = dynamic.cells.get(dynamic.find(key)?)?.try_borrow().ok()?;
-        slot.as_ref()?.downcast_ref::<V>().cloned()
-    })
+    match current::with_scoped_storage(|storage| Some(lookup(storage, key))) {
+        Some(value) => value,
+        // A tail call: the hit path makes no call and needs no stack frame.
+        None => get_miss(key),
+    }
+}
+
+/// [`get`] when the current owner is not a scoped owner with a storage.
+#[inline(never)]
+fn get_miss<K: Key, V: Clone + 'static>(key: &K) -> Option<V> {
+    current::with_storage(|storage| lookup(storage, key))
+}
+
+/// A clone of the value of `key` in `storage`.
+#[inline(always)]
+fn lookup<K: Key, V: Clone + 'static>(storage: &crate::storage::Storage, key: &K) -> Option<V> {
+    let dynamic = storage.dynamic.get()?;
+    let slot = dynamic.cells.get(dynamic.find(key)?)?.try_borrow().ok()?;
+    slot.as_ref()?.downcast_ref::<V>().cloned()
 }
 
 /// Calls `f` with a reference to the value of a dynamic key, without cloning.

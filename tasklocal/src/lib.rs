@@ -299,6 +299,17 @@ pub fn try_unload() -> Result<(), AccessError> {
 #[inline(always)]
 #[track_caller]
 pub fn id() -> TaskId {
+    match current::with_scoped_storage(|storage| Some(storage.id)) {
+        Some(id) => id,
+        // A tail call: the hit path makes no call and needs no stack frame.
+        None => id_miss(),
+    }
+}
+
+/// [`id`] when the scoped fast path misses.
+#[inline(never)]
+#[track_caller]
+fn id_miss() -> TaskId {
     try_id().unwrap_or_else(|err| panic_access(err))
 }
 

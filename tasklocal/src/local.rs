@@ -158,6 +158,12 @@ impl KeyIndex {
         }
     }
 
+    /// The index, if one was assigned (by an earlier access).
+    #[inline(always)]
+    fn assigned(&self) -> Option<usize> {
+        self.plus_one.load(Ordering::Relaxed).checked_sub(1)
+    }
+
     #[inline(always)]
     fn get(&self, inheritable: bool) -> usize {
         match self.plus_one.load(Ordering::Relaxed) {
@@ -404,8 +410,11 @@ impl<T: Send + 'static> Local<T> {
     #[inline(always)]
     #[track_caller]
     pub fn set(&'static self, value: T) {
-        if let Err(err) = self.try_set(value) {
-            panic_access(err)
+        match self.set_scoped(value) {
+            // The old value is dropped with no borrow held: its `Drop` may use the API.
+            Ok(old) => drop(old),
+            // A tail call: the hit path makes no call and needs no stack frame.
+            Err(value) => self.set_miss(value),
         }
     }
 
@@ -417,8 +426,61 @@ impl<T: Send + 'static> Local<T> {
     /// ```
     #[inline(always)]
     pub fn try_set(&'static self, value: T) -> Result<(), AccessError> {
+        match self.set_scoped(value) {
+            // The old value is dropped with no borrow held: its `Drop` may use the API.
+            Ok(old) => {
+                drop(old);
+                Ok(())
+            }
+            Err(value) => self.try_set_miss(value),
+        }
+    }
+
+    /// [`set`](Self::set) when the scoped fast path misses.
+    #[inline(never)]
+    #[track_caller]
+    fn set_miss(&'static self, value: T) {
+        if let Err(err) = self.try_set_miss(value) {
+            panic_access(err)
+        }
+    }
+
+    /// Overwrites a present value in place, if the current owner is a scoped owner whose
+    /// storage holds one (unshared, for an inheritable key): the old value, or `value`
+    /// back.
+    #[inline(always)]
+    fn set_scoped(&'static self, value: T) -> Result<T, T> {
+        let Some(index) = self.index.assigned() else {
+            return Err(value);
+        };
+        let mut value = Some(value);
+        let old = if self.is_inheritable() {
+            current::with_scoped_storage(|storage| {
+                let mut inherited = storage.inherited.try_borrow_mut().ok()?;
+                let entries = Arc::get_mut(inherited.as_mut()?)?;
+                let present = unique_mut::<T>(entries.get_mut(index)?)?;
+                Some(std::mem::replace(present, value.take()?))
+            })
+        } else {
+            current::with_scoped_storage(|storage| {
+                let mut slot = storage.locals.get_inline(index)?.try_borrow_mut().ok()?;
+                let present = slot.as_mut()?.downcast_mut::<T>()?;
+                Some(std::mem::replace(present, value.take()?))
+            })
+        };
+        match (old, value) {
+            (Some(old), _) => Ok(old),
+            (None, Some(value)) => Err(value),
+            // `value` is only taken by the replace that produced `Some`.
+            (None, None) => unreachable!(),
+        }
+    }
+
+    /// [`try_set`](Self::try_set) past the scoped fast path: the fast path of any owner,
+    /// then the general path.
+    #[inline(never)]
+    fn try_set_miss(&'static self, value: T) -> Result<(), AccessError> {
         let index = self.index();
-        // Fast path: a value is present and not shared: overwrite it in place.
         let mut value = Some(value);
         let old = if self.is_inheritable() {
             current::with_storage(|storage| {
@@ -434,7 +496,6 @@ impl<T: Send + 'static> Local<T> {
                 Some(std::mem::replace(present, value.take()?))
             })
         };
-        // The old value is dropped with no borrow held: its `Drop` may use the API.
         drop(old);
         match value {
             Some(value) => self.try_set_slow(value),
@@ -794,33 +855,35 @@ impl<T: Send + Clone + 'static> Local<T> {
     #[inline(always)]
     #[track_caller]
     pub fn get(&'static self) -> Option<T> {
-        match self.get_fast() {
+        match self.get_scoped() {
             Some(value) => Some(value),
-            // A tail call: the hit path needs no stack frame.
+            // A tail call: the hit path makes no call and needs no stack frame.
             None => self.get_miss(),
         }
     }
 
-    /// [`get`](Self::get) when the fast path misses.
+    /// [`get`](Self::get) when the scoped fast path misses.
     #[inline(never)]
+    #[track_caller]
     fn get_miss(&'static self) -> Option<T> {
-        match self.get_slow() {
+        match self.try_get_miss() {
             Ok(value) => value,
             Err(err) => panic_access(err),
         }
     }
 
-    /// The value, if the current owner has a storage with the value in it.
+    /// The value, if the current owner is a `Task` (or any scoped owner) whose storage
+    /// holds it.
     #[inline(always)]
-    fn get_fast(&'static self) -> Option<T> {
-        let index = self.index();
+    fn get_scoped(&'static self) -> Option<T> {
+        let index = self.index.assigned()?;
         if self.is_inheritable() {
-            current::with_storage(|storage| {
+            current::with_scoped_storage(|storage| {
                 let inherited = storage.inherited.try_borrow().ok()?;
                 inherited.as_ref()?.get(index)?.get::<T>().cloned()
             })
         } else {
-            current::with_storage(|storage| {
+            current::with_scoped_storage(|storage| {
                 let slot = storage.locals.get_inline(index)?.try_borrow().ok()?;
                 slot.as_ref()?.downcast_ref::<T>().cloned()
             })
@@ -836,7 +899,30 @@ impl<T: Send + Clone + 'static> Local<T> {
     /// ```
     #[inline(always)]
     pub fn try_get(&'static self) -> Result<Option<T>, AccessError> {
-        match self.get_fast() {
+        match self.get_scoped() {
+            Some(value) => Ok(Some(value)),
+            None => self.try_get_miss(),
+        }
+    }
+
+    /// [`try_get`](Self::try_get) past the scoped fast path: the fast path of any
+    /// owner (a thread's storage, after checking that no plain tokio task runs), then
+    /// the general path.
+    #[inline(never)]
+    fn try_get_miss(&'static self) -> Result<Option<T>, AccessError> {
+        let index = self.index();
+        let fast = if self.is_inheritable() {
+            current::with_storage(|storage| {
+                let inherited = storage.inherited.try_borrow().ok()?;
+                inherited.as_ref()?.get(index)?.get::<T>().cloned()
+            })
+        } else {
+            current::with_storage(|storage| {
+                let slot = storage.locals.get_inline(index)?.try_borrow().ok()?;
+                slot.as_ref()?.downcast_ref::<T>().cloned()
+            })
+        };
+        match fast {
             Some(value) => Ok(Some(value)),
             None => self.get_slow(),
         }
