@@ -188,6 +188,27 @@ pub(crate) fn with_storage<R>(f: impl FnOnce(&Storage) -> Option<R>) -> Option<R
 /// or what it inherited if it has none yet.
 #[inline]
 pub(crate) fn capture() -> Option<Inherited> {
+    // Fast path, with no call on the way: a scoped owner.
+    let scoped = CONTEXT.try_with(|cx| {
+        if cx.owner.get() != Owner::Scoped {
+            return None;
+        }
+        let frame = cx.frame.try_borrow().ok()?;
+        match &*frame.storage {
+            Some(storage) => storage.capture_unlent(),
+            None => Some(frame.seed.clone()),
+        }
+    });
+    match scoped {
+        Ok(Some(inherited)) => inherited,
+        _ => capture_miss(),
+    }
+}
+
+/// [`capture`] from a thread's own storage, while the frame is borrowed, or while a
+/// `with_mut` has an inheritable value out.
+#[inline(never)]
+fn capture_miss() -> Option<Inherited> {
     CONTEXT
         .try_with(|cx| {
             let frame = cx.frame.try_borrow().ok()?;

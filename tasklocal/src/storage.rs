@@ -173,11 +173,22 @@ impl Storage {
     /// a `with_mut` has a value out right now (then those keys are left out).
     #[inline]
     pub(crate) fn capture(&self) -> Option<Inherited> {
-        let inherited = self.inherited.try_borrow().ok()?.clone()?;
+        let inherited = self.inherited.try_borrow().ok()?;
+        let table = inherited.as_ref()?;
         if self.lent.get() == 0 {
-            return Some(inherited);
+            return Some(table.clone());
         }
-        Some(without_lent(&inherited))
+        Some(without_lent(table))
+    }
+
+    /// [`capture`](Self::capture) when it needs no call: `None` when a `with_mut` has
+    /// a value out, or the table is borrowed.
+    #[inline(always)]
+    pub(crate) fn capture_unlent(&self) -> Option<Option<Inherited>> {
+        if self.lent.get() != 0 {
+            return None;
+        }
+        Some(self.inherited.try_borrow().ok()?.clone())
     }
 
     /// Runs `f` on the inheritable entries, unshared first (copy on write).
