@@ -482,20 +482,8 @@ impl<T: Send + 'static> Local<T> {
     fn try_set_miss(&'static self, value: T) -> Result<(), AccessError> {
         let index = self.index();
         let mut value = Some(value);
-        let old = if self.is_inheritable() {
-            current::with_storage(|storage| {
-                let mut inherited = storage.inherited.try_borrow_mut().ok()?;
-                let entries = Arc::get_mut(inherited.as_mut()?)?;
-                let present = unique_mut::<T>(entries.get_mut(index)?)?;
-                Some(std::mem::replace(present, value.take()?))
-            })
-        } else {
-            current::with_storage(|storage| {
-                let mut slot = storage.locals.get_inline(index)?.try_borrow_mut().ok()?;
-                let present = slot.as_mut()?.downcast_mut::<T>()?;
-                Some(std::mem::replace(present, value.take()?))
-            })
-        };
+        let old =
+            current::with_storage(|storage| replace_in::<T>(self, storage, index, &mut value));
         drop(old);
         match value {
             Some(value) => self.try_set_slow(value),
@@ -877,17 +865,7 @@ impl<T: Send + Clone + 'static> Local<T> {
     #[inline(always)]
     fn get_scoped(&'static self) -> Option<T> {
         let index = self.index.assigned()?;
-        if self.is_inheritable() {
-            current::with_scoped_storage(|storage| {
-                let inherited = storage.inherited.try_borrow().ok()?;
-                inherited.as_ref()?.get(index)?.get::<T>().cloned()
-            })
-        } else {
-            current::with_scoped_storage(|storage| {
-                let slot = storage.locals.get_inline(index)?.try_borrow().ok()?;
-                slot.as_ref()?.downcast_ref::<T>().cloned()
-            })
-        }
+        current::with_scoped_storage(|storage| self.read_in(storage, index))
     }
 
     /// Like [`get`](Self::get), returning an error instead of panicking (when the value
@@ -911,20 +889,22 @@ impl<T: Send + Clone + 'static> Local<T> {
     #[inline(never)]
     fn try_get_miss(&'static self) -> Result<Option<T>, AccessError> {
         let index = self.index();
-        let fast = if self.is_inheritable() {
-            current::with_storage(|storage| {
-                let inherited = storage.inherited.try_borrow().ok()?;
-                inherited.as_ref()?.get(index)?.get::<T>().cloned()
-            })
-        } else {
-            current::with_storage(|storage| {
-                let slot = storage.locals.get_inline(index)?.try_borrow().ok()?;
-                slot.as_ref()?.downcast_ref::<T>().cloned()
-            })
-        };
-        match fast {
+        match current::with_storage(|storage| self.read_in(storage, index)) {
             Some(value) => Ok(Some(value)),
             None => self.get_slow(),
+        }
+    }
+
+    /// A clone of the value at `index` in `storage`, if present (and, for a
+    /// non-inheritable key, among the first cells).
+    #[inline(always)]
+    fn read_in(&self, storage: &Storage, index: usize) -> Option<T> {
+        if self.is_inheritable() {
+            let inherited = storage.inherited.try_borrow().ok()?;
+            inherited.as_ref()?.get(index)?.get::<T>().cloned()
+        } else {
+            let slot = storage.locals.get_inline(index)?.try_borrow().ok()?;
+            slot.as_ref()?.downcast_ref::<T>().cloned()
         }
     }
 
@@ -934,6 +914,26 @@ impl<T: Send + Clone + 'static> Local<T> {
             Visit::Ran(value) => Ok(Some(value)),
             _ => self.with_slow(|value| value.cloned(), true),
         }
+    }
+}
+
+/// [`Local::try_set_miss`]'s in-place write: puts `value` (taken) in place of a present
+/// value at `index` in `storage` (unshared, for an inheritable key); the old value.
+fn replace_in<T: 'static>(
+    key: &Local<T>,
+    storage: &Storage,
+    index: usize,
+    value: &mut Option<T>,
+) -> Option<T> {
+    if key.is_inheritable() {
+        let mut inherited = storage.inherited.try_borrow_mut().ok()?;
+        let entries = Arc::get_mut(inherited.as_mut()?)?;
+        let present = unique_mut::<T>(entries.get_mut(index)?)?;
+        Some(std::mem::replace(present, value.take()?))
+    } else {
+        let mut slot = storage.locals.get_inline(index)?.try_borrow_mut().ok()?;
+        let present = slot.as_mut()?.downcast_mut::<T>()?;
+        Some(std::mem::replace(present, value.take()?))
     }
 }
 
