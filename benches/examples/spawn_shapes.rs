@@ -1,5 +1,5 @@
-//! Where the cost of `tasklocal::spawn` over `tokio::spawn(async {})` comes from: spawn
-//! + await of futures of different shapes, in interleaved rounds like
+//! Where the cost of `tasklocal::spawn` over `tokio::spawn(async {})` comes from: futures
+//! of different shapes spawned and awaited in interleaved rounds like
 //! `src/bin/spawn.rs`, each against `tokio::spawn(async {})`.
 //!
 //! ```text
