@@ -209,19 +209,11 @@ pub(crate) fn capture() -> Option<Inherited> {
 /// `with_mut` has an inheritable value out.
 #[inline(never)]
 fn capture_miss() -> Option<Inherited> {
-    CONTEXT
-        .try_with(|cx| {
-            let frame = cx.frame.try_borrow().ok()?;
-            if cx.owner.get() == Owner::Thread && in_foreign_task() {
-                return None;
-            }
-            match &*frame.storage {
-                Some(storage) => storage.capture(),
-                None => frame.seed.clone(),
-            }
-        })
-        .ok()
-        .flatten()
+    read(|here| match here {
+        Here::Storage(storage) => storage.capture(),
+        Here::Seed(seed) => seed.cloned(),
+        Here::Denied(_) => None,
+    })
 }
 
 /// Calls `f` with the current owner's storage, creating the storage if needed.

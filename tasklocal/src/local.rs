@@ -454,19 +454,12 @@ impl<T: Send + 'static> Local<T> {
             return Err(value);
         };
         let mut value = Some(value);
+        // Two closures, the key's kind decided outside them: one closure with the branch
+        // inside compiled to a path 24 instructions longer.
         let old = if self.is_inheritable() {
-            current::with_scoped_storage(|storage| {
-                let mut inherited = storage.inherited.try_borrow_mut().ok()?;
-                let entries = Arc::get_mut(inherited.as_mut()?)?;
-                let present = unique_mut::<T>(entries.get_mut(index)?)?;
-                Some(std::mem::replace(present, value.take()?))
-            })
+            current::with_scoped_storage(|storage| replace_inherited(storage, index, &mut value))
         } else {
-            current::with_scoped_storage(|storage| {
-                let mut slot = storage.locals.get_inline(index)?.try_borrow_mut().ok()?;
-                let present = slot.as_mut()?.downcast_mut::<T>()?;
-                Some(std::mem::replace(present, value.take()?))
-            })
+            current::with_scoped_storage(|storage| replace_local(storage, index, &mut value))
         };
         match (old, value) {
             (Some(old), _) => Ok(old),
@@ -482,8 +475,11 @@ impl<T: Send + 'static> Local<T> {
     fn try_set_miss(&'static self, value: T) -> Result<(), AccessError> {
         let index = self.index();
         let mut value = Some(value);
-        let old =
-            current::with_storage(|storage| replace_in::<T>(self, storage, index, &mut value));
+        let old = if self.is_inheritable() {
+            current::with_storage(|storage| replace_inherited(storage, index, &mut value))
+        } else {
+            current::with_storage(|storage| replace_local(storage, index, &mut value))
+        };
         drop(old);
         match value {
             Some(value) => self.try_set_slow(value),
@@ -917,24 +913,27 @@ impl<T: Send + Clone + 'static> Local<T> {
     }
 }
 
-/// [`Local::try_set_miss`]'s in-place write: puts `value` (taken) in place of a present
-/// value at `index` in `storage` (unshared, for an inheritable key); the old value.
-fn replace_in<T: 'static>(
-    key: &Local<T>,
+/// Puts `value` (taken) in place of the present value of an inheritable key at `index`
+/// in `storage`, if its table is unshared; the old value.
+#[inline(always)]
+fn replace_inherited<T: 'static>(
     storage: &Storage,
     index: usize,
     value: &mut Option<T>,
 ) -> Option<T> {
-    if key.is_inheritable() {
-        let mut inherited = storage.inherited.try_borrow_mut().ok()?;
-        let entries = Arc::get_mut(inherited.as_mut()?)?;
-        let present = unique_mut::<T>(entries.get_mut(index)?)?;
-        Some(std::mem::replace(present, value.take()?))
-    } else {
-        let mut slot = storage.locals.get_inline(index)?.try_borrow_mut().ok()?;
-        let present = slot.as_mut()?.downcast_mut::<T>()?;
-        Some(std::mem::replace(present, value.take()?))
-    }
+    let mut inherited = storage.inherited.try_borrow_mut().ok()?;
+    let entries = Arc::get_mut(inherited.as_mut()?)?;
+    let present = unique_mut::<T>(entries.get_mut(index)?)?;
+    Some(std::mem::replace(present, value.take()?))
+}
+
+/// Puts `value` (taken) in place of the present value of a non-inheritable key at
+/// `index` in `storage` (among the first cells); the old value.
+#[inline(always)]
+fn replace_local<T: 'static>(storage: &Storage, index: usize, value: &mut Option<T>) -> Option<T> {
+    let mut slot = storage.locals.get_inline(index)?.try_borrow_mut().ok()?;
+    let present = slot.as_mut()?.downcast_mut::<T>()?;
+    Some(std::mem::replace(present, value.take()?))
 }
 
 fn visit_entry<T: 'static, R>(

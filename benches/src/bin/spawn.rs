@@ -17,15 +17,31 @@
 //! ```text
 //! cargo run --release -p tasklocal-benches --bin spawn            # a table
 //! cargo run --release -p tasklocal-benches --bin spawn -- --json  # for the report
+//! cargo run --release -p tasklocal-benches --bin spawn -- --shapes
 //! ```
+//!
+//! `--shapes` measures instead where the cost over `tokio::spawn(async {})` comes from,
+//! with futures of other shapes (each parent sets 8 values):
+//!
+//! * `data_16_bytes`: a future carrying 16 bytes, no drop glue;
+//! * `drop_glue`: a future carrying a value with a `Drop`;
+//! * `task_shaped_no_switch`: a wrapper shaped like `Task` (`Option<F>`, two
+//!   pointers, one of them an `Option<Arc>`, a `PinnedDrop`) that polls its future
+//!   with no switch;
+//! * `task_isolated`: `Task::isolated`, which adds the switch, inheriting nothing;
+//! * `tasklocal_spawn_8_values`.
 //!
 //! Options: `--rounds N` (default 200), `--batch N` spawns per batch (default 10,000).
 
+use std::future::Future;
 use std::hint::black_box;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use tasklocal::Local;
+use tasklocal::{Local, Task};
 use tokio::runtime::Runtime;
 use tokio::task::JoinHandle;
 
@@ -40,6 +56,79 @@ fn tokio_spawn() -> JoinHandle<()> {
 #[inline(never)]
 fn tasklocal_spawn() -> JoinHandle<()> {
     tasklocal::spawn(async {})
+}
+
+/// A value with a `Drop`.
+struct WithDrop(u64);
+
+impl Drop for WithDrop {
+    fn drop(&mut self) {
+        if self.0 == 7 {
+            black_box(self.0);
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// `Task`'s shape without the switch.
+    struct Shaped<F> {
+        #[pin]
+        future: Option<F>,
+        storage: Option<Box<u64>>,
+        seed: Option<Arc<u64>>,
+    }
+    impl<F> PinnedDrop for Shaped<F> {
+        fn drop(this: Pin<&mut Self>) {
+            if this.project().future.is_some() {
+                black_box(1);
+            }
+        }
+    }
+}
+
+impl<F: Future> Future for Shaped<F> {
+    type Output = F::Output;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let mut this = self.project();
+        let poll = match this.future.as_mut().as_pin_mut() {
+            Some(future) => future.poll(cx),
+            None => panic!("polled after completion"),
+        };
+        if poll.is_ready() {
+            this.future.set(None);
+        }
+        poll
+    }
+}
+
+#[inline(never)]
+fn data_16_bytes() -> JoinHandle<()> {
+    let data = black_box([0u64; 2]);
+    tokio::spawn(async move {
+        black_box(&data);
+    })
+}
+
+#[inline(never)]
+fn drop_glue() -> JoinHandle<()> {
+    let value = WithDrop(black_box(1));
+    tokio::spawn(async move {
+        black_box(&value);
+    })
+}
+
+#[inline(never)]
+fn task_shaped_no_switch() -> JoinHandle<()> {
+    tokio::spawn(Shaped {
+        future: Some(async {}),
+        storage: None,
+        seed: None,
+    })
+}
+
+#[inline(never)]
+fn task_isolated() -> JoinHandle<()> {
+    tokio::spawn(Task::isolated(async {}))
 }
 
 /// A variant: its name, how many values its parent sets, how it spawns.
@@ -77,6 +166,40 @@ const VARIANTS: [Variant; 5] = [
     },
 ];
 
+/// `--shapes`: `tokio::spawn` first, the baseline of every ratio.
+const SHAPES: [Variant; 6] = [
+    Variant {
+        name: "tokio_spawn",
+        values: 8,
+        spawn: tokio_spawn,
+    },
+    Variant {
+        name: "data_16_bytes",
+        values: 8,
+        spawn: data_16_bytes,
+    },
+    Variant {
+        name: "drop_glue",
+        values: 8,
+        spawn: drop_glue,
+    },
+    Variant {
+        name: "task_shaped_no_switch",
+        values: 8,
+        spawn: task_shaped_no_switch,
+    },
+    Variant {
+        name: "task_isolated",
+        values: 8,
+        spawn: task_isolated,
+    },
+    Variant {
+        name: "tasklocal_spawn_8_values",
+        values: 8,
+        spawn: tasklocal_spawn,
+    },
+];
+
 /// The time of `batch` spawns + awaits by `variant`, in a fresh parent `Task`.
 fn batch(rt: &Runtime, variant: &Variant, batch: u64) -> Duration {
     let (values, spawn) = (variant.values, black_box(variant.spawn));
@@ -109,22 +232,27 @@ fn main() {
     let rounds = arg(&args, "--rounds", 200) as usize;
     let size = arg(&args, "--batch", 10_000);
     let json_out = args.iter().any(|a| a == "--json");
+    let variants: &[Variant] = if args.iter().any(|a| a == "--shapes") {
+        &SHAPES
+    } else {
+        &VARIANTS
+    };
 
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("a current-thread runtime");
     // Warm-up: code, caches and the allocator's free lists.
-    for variant in &VARIANTS {
+    for variant in variants {
         batch(&rt, variant, size);
     }
-    let n = VARIANTS.len();
+    let n = variants.len();
     let mut ns: Vec<Vec<f64>> = vec![Vec::with_capacity(rounds); n];
     let mut ratios: Vec<Vec<f64>> = vec![Vec::with_capacity(rounds); n];
     for round in 0..rounds {
         let mut times = vec![0.0; n];
         for k in 0..n {
             let i = (round + k) % n;
-            times[i] = batch(&rt, &VARIANTS[i], size).as_secs_f64();
+            times[i] = batch(&rt, &variants[i], size).as_secs_f64();
         }
         for i in 0..n {
             ns[i].push(times[i] * 1e9 / size as f64);
@@ -133,7 +261,7 @@ fn main() {
     }
     let mut median_ns = serde_json::Map::new();
     let mut ratio = serde_json::Map::new();
-    for (i, variant) in VARIANTS.iter().enumerate() {
+    for (i, variant) in variants.iter().enumerate() {
         median_ns.insert(variant.name.into(), json!(median(ns[i].clone())));
         ratio.insert(variant.name.into(), json!(median(ratios[i].clone())));
     }
@@ -149,7 +277,7 @@ fn main() {
     }
     println!("spawn + await, {rounds} interleaved rounds of {size}:");
     println!("{:<28} {:>10} {:>12}", "variant", "median", "× tokio");
-    for (i, variant) in VARIANTS.iter().enumerate() {
+    for (i, variant) in variants.iter().enumerate() {
         println!(
             "{:<28} {:>7.1} ns {:>11.3}×",
             variant.name,
