@@ -9,7 +9,8 @@ use tasklocal::log::MdcLogger;
 
 /// Lines each request logs in each service (see `services.rs`).
 pub const EDGE_LINES: usize = 6;
-pub const DOWNSTREAM_LINES: usize = 2;
+/// Downstream: scoring, the risk check, and one line per chunk of the streamed history.
+pub const DOWNSTREAM_LINES: usize = 2 + crate::services::HISTORY_CHUNKS;
 
 /// The bytes the logger wrote.
 #[derive(Clone, Default)]

@@ -5,7 +5,8 @@
 //!   MDC, and does its work in a spawned task, on a blocking thread and on rayon, and
 //!   by calling downstream through `tasklocal::http::ClientLayer`;
 //! * **downstream** receives the context as W3C `baggage`/`traceparent` through
-//!   `tasklocal::http::ServerLayer` and logs with the same request id and trace;
+//!   `tasklocal::http::ServerLayer` and logs with the same request id and trace — also
+//!   from each chunk of a streamed response, made after its handler returned;
 //! * the **load generator** (`load.rs`) sends a few hundred concurrent orders; then every
 //!   log line of both services is checked against the order it talks about (`logs.rs`).
 //!

@@ -9,6 +9,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::get;
 use axum::Router;
+use futures::StreamExt;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
@@ -103,6 +104,7 @@ async fn place_order(
         .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
     let response = edge
         .downstream
+        .clone()
         .oneshot(request)
         .await
         .map_err(|_| StatusCode::BAD_GATEWAY)?;
@@ -112,6 +114,25 @@ async fn place_order(
         .await
         .map_err(|_| StatusCode::BAD_GATEWAY)?
         .to_bytes();
+
+    // ...and a streamed response: downstream makes (and logs) each chunk as it is sent.
+    let uri = format!("http://{}/history/{n}", edge.downstream_addr);
+    let request = axum::http::Request::get(uri)
+        .body(Body::new())
+        .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
+    let history = edge
+        .downstream
+        .oneshot(request)
+        .await
+        .map_err(|_| StatusCode::BAD_GATEWAY)?
+        .into_body()
+        .collect()
+        .await
+        .map_err(|_| StatusCode::BAD_GATEWAY)?
+        .to_bytes();
+    if history.len() != HISTORY_CHUNKS {
+        return Err(StatusCode::BAD_GATEWAY);
+    }
 
     stock.await.map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
     invoice
@@ -133,6 +154,7 @@ pub static FIRST_HEADERS: OnceLock<Vec<(String, String)>> = OnceLock::new();
 pub async fn start_downstream() -> std::io::Result<SocketAddr> {
     let app = Router::new()
         .route("/score/{n}", get(score))
+        .route("/history/{n}", get(history))
         .layer(ServerLayer);
     serve(app).await
 }
@@ -157,4 +179,19 @@ async fn score(Path(n): Path<u32>, headers: HeaderMap) -> String {
     .await
     .unwrap_or_default();
     (10 - risk).to_string()
+}
+
+/// Chunks in each `/history` response (one byte each).
+pub const HISTORY_CHUNKS: usize = 3;
+
+/// `GET /history/{n}`: a streamed body. Each chunk is made — and logged — when the
+/// server sends it, after the handler returned: `ServerLayer` polls the body inside the
+/// request's owner, so every chunk's line carries the request's id.
+async fn history(Path(n): Path<u32>) -> axum::body::Body {
+    let chunks = futures::stream::iter(0..HISTORY_CHUNKS).then(move |i| async move {
+        tokio::task::yield_now().await;
+        info!(target: "downstream", "order {n}: history chunk {i} streamed");
+        Ok::<_, std::convert::Infallible>(vec![b'0' + i as u8])
+    });
+    axum::body::Body::from_stream(chunks)
 }

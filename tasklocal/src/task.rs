@@ -84,9 +84,10 @@ pin_project! {
 }
 
 /// The end of a `Task` dropped before it completed: cancelled, aborted, dropped at
-/// runtime shutdown, or unwound by a panic.
+/// runtime shutdown, or unwound by a panic. Also the end of any other value that
+/// continues an owner's work (`http::ResponseBody`) dropped before it was done.
 #[inline(never)]
-fn cancel<F>(mut future: Pin<&mut Option<F>>, frame: &mut Frame) {
+pub(crate) fn cancel<F>(mut future: Pin<&mut Option<F>>, frame: &mut Frame) {
     {
         // The future goes first, while its storage is still readable. (Dropped inside
         // a `with` closure on this thread, or while the thread's locals are destroyed,
@@ -124,24 +125,55 @@ impl<F: Future> Future for Task<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.project();
-        let mut future = this.future;
-        let poll = current::entered(this.frame, || {
-            let Some(inner) = future.as_mut().as_pin_mut() else {
-                polled_after_completion()
-            };
-            let poll = inner.poll(cx);
-            if poll.is_ready() {
-                // The future goes while its storage is current.
-                future.set(None);
-            }
-            poll
-        });
+        let poll = poll_owned(this.future, this.frame, |future| future.poll(cx), |_| true);
         if poll.is_ready() {
             // Then the owner ends (out of line: the frequent path is `Pending`).
             current::end_outlined(this.frame);
         }
         poll
     }
+}
+
+impl<F: Future> Task<F> {
+    /// Polls like [`Future::poll`], but when the future completes the owner does not
+    /// end: its frame is handed out with the output, to whatever continues the owner's
+    /// work (`http::ResponseBody`), which must end it with [`current::end`]. The `Task`
+    /// is left completed, with nothing to tear down.
+    pub(crate) fn poll_handing_over(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<(F::Output, Frame)> {
+        let this = self.project();
+        let poll = poll_owned(this.future, this.frame, |future| future.poll(cx), |_| true);
+        poll.map(|output| (output, std::mem::replace(this.frame, Frame::new(None))))
+    }
+}
+
+/// Polls the value in `slot` (a future, a response body) with `frame` as the current
+/// owner; when the poll is ready and `done` says the value has finished, the value is
+/// dropped, still inside the owner. The owner does not end here.
+///
+/// # Panics
+///
+/// When `slot` is empty: the value finished earlier.
+#[inline(always)]
+pub(crate) fn poll_owned<T, R>(
+    mut slot: Pin<&mut Option<T>>,
+    frame: &mut Frame,
+    poll: impl FnOnce(Pin<&mut T>) -> Poll<R>,
+    done: impl FnOnce(&R) -> bool,
+) -> Poll<R> {
+    current::entered(frame, || {
+        let Some(inner) = slot.as_mut().as_pin_mut() else {
+            polled_after_completion()
+        };
+        let poll = poll(inner);
+        if matches!(&poll, Poll::Ready(output) if done(output)) {
+            // The value goes while its storage is current.
+            slot.set(None);
+        }
+        poll
+    })
 }
 
 #[cold]

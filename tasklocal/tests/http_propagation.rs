@@ -390,21 +390,25 @@ fn the_client_layer_injects_in_the_callers_context() {
 #[test]
 fn server_to_client_through_both_layers() {
     // A service whose handler calls the next one through the client layer.
+    // (`ServerLayer` wants `http::Response`s; `into_inner` reads their bodies.)
     let downstream = ServerLayer.layer(service_fn(|_request: Request<()>| async {
-        Ok::<_, Infallible>((mdc::to_vec(), TraceContext::current().unwrap()))
+        let seen = (mdc::to_vec(), TraceContext::current().unwrap());
+        Ok::<_, Infallible>(http::Response::new(seen))
     }));
     let client = ClientLayer.layer(downstream);
     let edge = ServerLayer.layer(service_fn(move |_request: Request<()>| async move {
         mdc::insert("request_id", "from-edge");
         let edge_trace = TraceContext::current().unwrap();
-        let (seen, trace) = client.oneshot(Request::new(())).await.unwrap();
-        Ok::<_, Infallible>((seen, trace, edge_trace))
+        let response = client.oneshot(Request::new(())).await.unwrap();
+        let (seen, trace) = response.into_body().into_inner().unwrap();
+        Ok::<_, Infallible>(http::Response::new((seen, trace, edge_trace)))
     }));
     let incoming = Request::builder()
         .header("baggage", "tenant=acme")
         .body(())
         .unwrap();
-    let (seen, trace, edge_trace) = futures::executor::block_on(edge.oneshot(incoming)).unwrap();
+    let response = futures::executor::block_on(edge.oneshot(incoming)).unwrap();
+    let (seen, trace, edge_trace) = response.into_body().into_inner().unwrap();
     assert_eq!(
         seen,
         pairs(&[("tenant", "acme"), ("request_id", "from-edge")])

@@ -3,17 +3,26 @@
 
 use std::task::{Context, Poll};
 
-use ::http::Request;
+use ::http::{Request, Response};
 use tower_layer::Layer;
 use tower_service::Service;
 
 use super::propagate::{extract, inject};
+use super::response::{ResponseBody, ResponseFuture};
+#[cfg(doc)]
 use crate::Task;
 
 /// A tower layer for servers: each request's response future runs in a [`Task`] of its
 /// own, seeded by [`extract`] from the request's headers — the MDC from `baggage`, the
 /// trace context from `traceparent`/`tracestate`, the [registered](super::propagate)
 /// keys. Everything the handler spawns through tasklocal inherits it.
+///
+/// The request's owner lives on in the response body ([`ResponseBody`]): the body is
+/// polled inside it, so a streamed response (SSE, a chunked download, a gRPC stream)
+/// is produced with the request's context, and the owner ends — exit handlers, then
+/// values dropped — when the body ends or is dropped (the client went away), not when
+/// the handler returns. The inner service must therefore answer with an
+/// `http::Response<B>`.
 ///
 /// Works with any tower-based server: axum (`Router::layer`), hyper (through
 /// `hyper_util::service::TowerToHyperService`), tonic (`Server::builder().layer`), and
@@ -27,14 +36,15 @@ use crate::Task;
 /// use tower::{service_fn, Layer, ServiceExt};
 ///
 /// let service = ServerLayer.layer(service_fn(|_request: http::Request<()>| async {
-///     Ok::<_, std::convert::Infallible>(tasklocal::mdc::get("request_id"))
+///     let seen = tasklocal::mdc::get("request_id");
+///     Ok::<_, std::convert::Infallible>(http::Response::new(seen))
 /// }));
 /// let request = http::Request::builder()
 ///     .header("baggage", "request_id=r-7")
 ///     .body(())
 ///     .unwrap();
-/// let seen = futures::executor::block_on(service.oneshot(request)).unwrap();
-/// assert_eq!(seen.as_deref(), Some("r-7"));
+/// let response = futures::executor::block_on(service.oneshot(request)).unwrap();
+/// assert_eq!(response.into_body().into_inner().flatten().as_deref(), Some("r-7"));
 /// ```
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ServerLayer;
@@ -48,17 +58,20 @@ impl<S> Layer<S> for ServerLayer {
 }
 
 /// The service [`ServerLayer`] makes: runs each request's response future in
-/// `extract(request.headers()).task(..)`.
+/// `extract(request.headers()).task(..)`, and the response body in the same owner
+/// ([`ResponseBody`]).
 ///
 /// ```
 /// use tasklocal::http::ServerService;
 /// use tower::{service_fn, ServiceExt};
 ///
 /// let service = ServerService::new(service_fn(|_request: http::Request<()>| async {
-///     Ok::<_, std::convert::Infallible>(tasklocal::http::TraceContext::current().is_some())
+///     let traced = tasklocal::http::TraceContext::current().is_some();
+///     Ok::<_, std::convert::Infallible>(http::Response::new(traced))
 /// }));
 /// let request = http::Request::new(());
-/// assert!(futures::executor::block_on(service.oneshot(request)).unwrap());
+/// let response = futures::executor::block_on(service.oneshot(request)).unwrap();
+/// assert_eq!(response.body().get_ref(), Some(&true));
 /// ```
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ServerService<S> {
@@ -107,22 +120,22 @@ impl<S> ServerService<S> {
     }
 }
 
-impl<S, B> Service<Request<B>> for ServerService<S>
+impl<S, B, ResBody> Service<Request<B>> for ServerService<S>
 where
-    S: Service<Request<B>>,
+    S: Service<Request<B>, Response = Response<ResBody>>,
 {
-    type Response = S::Response;
+    type Response = Response<ResponseBody<ResBody>>;
     type Error = S::Error;
-    type Future = Task<S::Future>;
+    type Future = ResponseFuture<S::Future>;
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<B>) -> Task<S::Future> {
+    fn call(&mut self, request: Request<B>) -> ResponseFuture<S::Future> {
         let snapshot = extract(request.headers());
-        snapshot.task(self.inner.call(request))
+        ResponseFuture::new(snapshot.task(self.inner.call(request)))
     }
 }
 

@@ -75,6 +75,7 @@
 
 mod layer;
 mod propagate;
+mod response;
 
 pub mod baggage;
 pub mod traceparent;
@@ -82,6 +83,7 @@ pub mod traceparent;
 pub use baggage::Baggage;
 pub use layer::{ClientLayer, ClientService, ServerLayer, ServerService};
 pub use propagate::{dropped_members, extract, inject, propagate, TraceContext};
+pub use response::{ResponseBody, ResponseFuture};
 pub use traceparent::{TraceParent, TraceState};
 
 /// Trims HTTP optional whitespace (`OWS = *( SP / HTAB )`, RFC 9110 §5.6.3).
