@@ -171,7 +171,8 @@
         feature = "rayon",
         feature = "log",
         feature = "tracing",
-        feature = "http"
+        feature = "http",
+        feature = "amqp"
     )),
     allow(rustdoc::broken_intra_doc_links)
 )]

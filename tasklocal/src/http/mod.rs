@@ -35,7 +35,12 @@
 //! | axum | `Router::new()...layer(ServerLayer)` | — |
 //! | hyper / hyper-util | `ServiceBuilder::new().layer(ServerLayer)` | `ServiceBuilder::new().layer(ClientLayer).service(client)` |
 //! | tonic | `Server::builder().layer(ServerLayer)` | `ServiceBuilder::new().layer(ClientLayer).service(channel)` |
-//! | not tower (reqwest, ureq, queues) | [`extract`] | [`inject`] or [`Baggage::current`] |
+//! | reqwest (feature `reqwest`) | — | `ClientBuilder::new(client).with(ContextMiddleware)` |
+//! | not tower (ureq, message queues) | [`extract`] over any [`Carrier`] | [`inject`] into any [`Carrier`] |
+//!
+//! [`inject`] and [`extract`] work over any [`Carrier`]: `http::HeaderMap`,
+//! `HashMap<String, String>`, and with feature `amqp` the AMQP message headers of lapin
+//! (`FieldTable`) — or your transport's header type, in a few lines.
 //!
 //! # The codecs
 //!
@@ -73,6 +78,7 @@
 //!   (`foo@`) or a tenant id over 241 characters, and rejects a 14-character system id
 //!   (tasklocal, like the W3C test suite, drops the first three and keeps the last).
 
+mod carrier;
 mod layer;
 mod propagate;
 mod response;
@@ -81,6 +87,7 @@ pub mod baggage;
 pub mod traceparent;
 
 pub use baggage::Baggage;
+pub use carrier::Carrier;
 pub use layer::{ClientLayer, ClientService, ServerLayer, ServerService};
 pub use propagate::{dropped_members, extract, inject, propagate, TraceContext};
 pub use response::{ResponseBody, ResponseFuture};

@@ -1,13 +1,13 @@
-//! [`inject`] and [`extract`]: the current context to and from an [`HeaderMap`].
+//! [`inject`] and [`extract`]: the current context to and from headers — an
+//! `http::HeaderMap` or any other [`Carrier`].
 
 use std::fmt::{self, Display};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
-use ::http::header::{HeaderMap, HeaderName, HeaderValue};
-
 use super::baggage::{is_token, write_members, Baggage};
+use super::carrier::Carrier;
 use super::traceparent::{TraceParent, TraceState};
 use crate::error::{panic_access, AccessError};
 use crate::mdc::{self, Map};
@@ -23,9 +23,9 @@ static PROPERTIES: Local<Arc<Baggage>> = Local::inheritable();
 /// Baggage members `inject` could not write, since the process started.
 static DROPPED: AtomicU64 = AtomicU64::new(0);
 
-const BAGGAGE: HeaderName = HeaderName::from_static("baggage");
-const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
-const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+const BAGGAGE: &str = "baggage";
+const TRACEPARENT: &str = "traceparent";
+const TRACESTATE: &str = "tracestate";
 
 /// The context a request carries: everything [`inject`] writes, read back from the
 /// headers into a [`Snapshot`] that a new owner (the request's task) starts from.
@@ -43,6 +43,10 @@ const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 /// by the W3C limits (see [`baggage`](super::baggage) and
 /// [`traceparent`](super::traceparent)). Header lines that are not UTF-8 lose only their
 /// bad members. A `baggage` or `tracestate` list may be split over several header lines.
+///
+/// `headers` is any [`Carrier`]: an `http::HeaderMap` (as here), a
+/// `HashMap<String, String>`, a message queue's headers (lapin's `FieldTable` with
+/// feature `amqp`) — the same rules hold for each.
 ///
 /// ```
 /// use http::HeaderMap;
@@ -62,13 +66,8 @@ const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 ///     assert_eq!(trace.traceparent().trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736");
 /// });
 /// ```
-pub fn extract(headers: &HeaderMap) -> Snapshot {
-    let baggage = Baggage::parse_all(
-        headers
-            .get_all(BAGGAGE)
-            .iter()
-            .map(|line| String::from_utf8_lossy(line.as_bytes())),
-    );
+pub fn extract<C: Carrier + ?Sized>(headers: &C) -> Snapshot {
+    let baggage = Baggage::parse_all(headers.get_all(BAGGAGE).map(String::from_utf8_lossy));
     let trace = extract_trace(headers);
     let codecs = codecs();
 
@@ -105,22 +104,17 @@ pub fn extract(headers: &HeaderMap) -> Snapshot {
 }
 
 /// The trace context of the headers, or a new trace.
-fn extract_trace(headers: &HeaderMap) -> TraceContext {
-    let mut lines = headers.get_all(TRACEPARENT).iter();
+fn extract_trace<C: Carrier + ?Sized>(headers: &C) -> TraceContext {
+    let mut lines = headers.get_all(TRACEPARENT);
     let parent = match (lines.next(), lines.next()) {
         // W3C: more than one `traceparent` is invalid.
-        (Some(line), None) => line.to_str().ok().and_then(TraceParent::parse),
+        (Some(line), None) => std::str::from_utf8(line).ok().and_then(TraceParent::parse),
         _ => None,
     };
     match parent {
         Some(parent) => TraceContext {
             parent,
-            state: TraceState::parse_all(
-                headers
-                    .get_all(TRACESTATE)
-                    .iter()
-                    .map(|line| String::from_utf8_lossy(line.as_bytes())),
-            ),
+            state: TraceState::parse_all(headers.get_all(TRACESTATE).map(String::from_utf8_lossy)),
         },
         None => TraceContext::new_trace(),
     }
@@ -145,6 +139,10 @@ fn extract_trace(headers: &HeaderMap) -> TraceContext {
 /// context has nothing to write. `inject` never panics; in a tokio task without
 /// storage of its own it sees an empty context.
 ///
+/// `headers` is any [`Carrier`]: an `http::HeaderMap` (as here), a
+/// `HashMap<String, String>`, a message queue's headers (lapin's `FieldTable` with
+/// feature `amqp`) — written by the same rules.
+///
 /// ```
 /// use http::HeaderMap;
 /// use tasklocal::http::{extract, inject, TraceParent};
@@ -164,18 +162,19 @@ fn extract_trace(headers: &HeaderMap) -> TraceContext {
 /// assert_ne!(parent.parent_id(), "00f067aa0ba902b7");
 /// assert!(parent.sampled());
 /// ```
-pub fn inject(headers: &mut HeaderMap) {
+pub fn inject<C: Carrier + ?Sized>(headers: &mut C) {
     let current = TRACE
         .try_with(|trace| trace.map(|t| (t.parent.with_new_parent_id(), t.state.to_string())))
         .ok()
         .flatten();
     let (parent, state) = current.unwrap_or_else(|| (TraceParent::new_random(), String::new()));
-    match HeaderValue::from_bytes(&parent.encode()) {
+    // The encoding is ASCII hex and dashes.
+    match String::from_utf8(parent.encode().to_vec()) {
         Ok(value) => {
-            headers.insert(TRACEPARENT, value);
+            headers.set(TRACEPARENT, value);
             set(headers, TRACESTATE, state);
         }
-        // Not reached: the encoding is ASCII hex and dashes.
+        // Not reached.
         Err(_) => {
             headers.remove(TRACEPARENT);
             headers.remove(TRACESTATE);
@@ -226,15 +225,12 @@ fn write_baggage() -> (String, usize) {
 }
 
 /// Sets `name` to `value`, replacing every line of it; removes it for an empty value.
-fn set(headers: &mut HeaderMap, name: HeaderName, value: String) {
-    // The codecs write visible ASCII only, which a header value always accepts.
-    match HeaderValue::try_from(value) {
-        Ok(value) if !value.is_empty() => {
-            headers.insert(name, value);
-        }
-        _ => {
-            headers.remove(name);
-        }
+/// (The codecs write visible ASCII only, which every carrier accepts.)
+fn set<C: Carrier + ?Sized>(headers: &mut C, name: &str, value: String) {
+    if value.is_empty() {
+        headers.remove(name);
+    } else {
+        headers.set(name, value);
     }
 }
 
