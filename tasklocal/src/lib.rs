@@ -172,7 +172,8 @@
         feature = "log",
         feature = "tracing",
         feature = "http",
-        feature = "amqp"
+        feature = "amqp",
+        feature = "reqwest"
     )),
     allow(rustdoc::broken_intra_doc_links)
 )]
@@ -188,6 +189,8 @@ mod local;
 #[cfg(feature = "log")]
 pub mod log;
 pub mod mdc;
+#[cfg(feature = "reqwest")]
+pub mod reqwest;
 pub mod rt;
 mod snapshot;
 mod storage;
