@@ -85,6 +85,17 @@
 //!   the trace context as `traceparent`/`tracestate`; `http::ServerLayer` and
 //!   `http::ClientLayer` do it for tower services (axum, hyper, tonic).
 //!
+//! | transport | feature | out: client, publisher | in: server, consumer | example |
+//! |---|---|---|---|---|
+//! | HTTP: axum, hyper, tower | `http` | [`http::ClientLayer`] | [`http::ServerLayer`] (the response body too: streams, SSE) | `demo/` |
+//! | reqwest | `reqwest` | [`reqwest::ContextMiddleware`] | — | `reqwest_client` |
+//! | gRPC: tonic | `http` | `ClientLayer` on a `Channel` | `ServerLayer` on `Server::builder()` (server streams too) | `tonic_grpc` |
+//! | message queues: lapin's `FieldTable` | `amqp` | [`http::inject`] into the headers | [`http::extract`]`(&headers).task(..)` | `amqp_headers` |
+//! | any other header collection | `http` | `inject` into an [`http::Carrier`] | `extract` from it | — |
+//!
+//! The examples run with `cargo run -p tasklocal --example NAME --all-features`, on
+//! 127.0.0.1 only.
+//!
 //! # Performance
 //!
 //! A read of a value in a task is one thread-local access, one `RefCell` borrow and
