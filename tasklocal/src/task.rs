@@ -134,6 +134,7 @@ impl<F: Future> Future for Task<F> {
     }
 }
 
+#[cfg(feature = "http")]
 impl<F: Future> Task<F> {
     /// Polls like [`Future::poll`], but when the future completes the owner does not
     /// end: its frame is handed out with the output, to whatever continues the owner's
