@@ -248,6 +248,23 @@ fn a_name_an_amqp_table_cannot_hold_is_left_out() {
     Carrier::remove(&mut table, &"n".repeat(300));
 }
 
+#[test]
+fn a_header_map_refuses_what_is_not_a_header_without_panicking() {
+    let mut map = http::HeaderMap::new();
+    map.insert("baggage", "old=1".parse().unwrap());
+    // Not a header value: the name is left out, nothing half-written stays.
+    Carrier::set(&mut map, "baggage", "a=1\r\nx-forged: 1".into());
+    assert!(map.is_empty());
+    // Not a header name: nothing is written.
+    Carrier::set(&mut map, "bad name\n", "a=1".into());
+    Carrier::remove(&mut map, "bad name\n");
+    assert_eq!(Carrier::get_all(&map, "bad name\n").count(), 0);
+    assert!(map.is_empty());
+    // Names are case-insensitive in HTTP.
+    Carrier::set(&mut map, "X-Custom", "v".into());
+    assert_eq!(Carrier::get(&map, "x-custom"), Some(&b"v"[..]));
+}
+
 /// Bytes dense in what the grammars care about, and any bytes at all.
 fn hostile() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
