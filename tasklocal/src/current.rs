@@ -17,6 +17,7 @@ use std::cell::{Cell, RefCell};
 use std::mem::{self, ManuallyDrop};
 use std::sync::Arc;
 
+use crate::bridge;
 use crate::error::{AccessError, Kind};
 use crate::storage::{self, Garbage, Inherited, Storage, Value};
 
@@ -377,6 +378,8 @@ pub(crate) struct Entered<'a> {
     frame: &'a mut Frame,
     /// The kind of the owner the frame displaced; `None` when nothing was entered.
     displaced: Option<Owner>,
+    /// The bridges entered after the switch, to exit before it is undone.
+    bridges: bridge::Entered,
 }
 
 /// Makes `frame` the current owner on this thread.
@@ -393,7 +396,7 @@ pub(crate) fn enter(frame: &mut Frame) -> Entered<'_> {
         // The thread's locals are gone: the owner runs without storage.
         Err(_) => None,
     };
-    Entered { frame, displaced }
+    Entered::new(frame, displaced)
 }
 
 /// Runs `f` with `frame` as the current owner, then makes the displaced owner current
@@ -405,6 +408,9 @@ pub(crate) fn enter(frame: &mut Frame) -> Entered<'_> {
 /// Like [`enter`]. When the thread's locals are gone, `f` runs without storage.
 #[inline]
 pub(crate) fn entered<R>(frame: &mut Frame, f: impl FnOnce() -> R) -> R {
+    if bridge::any() {
+        return entered_bridged(frame, f);
+    }
     /// Restores the displaced owner.
     struct Restore<'a> {
         cx: &'a Context,
@@ -444,13 +450,41 @@ pub(crate) fn entered<R>(frame: &mut Frame, f: impl FnOnce() -> R) -> R {
     }
 }
 
+/// [`entered`] when bridges are registered: through [`enter`]'s guard, which calls
+/// them. Out of line, so that `entered` stays lean when none is.
+#[cold]
+#[inline(never)]
+fn entered_bridged<R>(frame: &mut Frame, f: impl FnOnce() -> R) -> R {
+    let _entered = enter(frame);
+    f()
+}
+
 /// Like [`enter`], but `None` instead of a panic when the frame cannot be entered.
 pub(crate) fn try_enter(frame: &mut Frame) -> Option<Entered<'_>> {
     let displaced = swap_in(frame).ok()?;
-    Some(Entered {
-        frame,
-        displaced: Some(displaced),
-    })
+    Some(Entered::new(frame, Some(displaced)))
+}
+
+impl<'a> Entered<'a> {
+    /// The guard of `frame`, just swapped in (unless `displaced` is `None`): calls the
+    /// registered [bridges](crate::bridge) now that the frame is current. A bridge
+    /// that panics unwinds through the guard, which undoes the switch (unless the
+    /// thread is unwinding already: then the owner runs with the bridges entered so
+    /// far).
+    #[inline]
+    fn new(frame: &'a mut Frame, displaced: Option<Owner>) -> Entered<'a> {
+        let mut entered = Entered {
+            frame,
+            displaced,
+            bridges: bridge::Entered::default(),
+        };
+        if entered.displaced.is_some() && bridge::any() {
+            // On a panic, `entered` is dropped while unwinding: the bridges entered
+            // are exited and the switch undone.
+            bridge::resume(bridge::enter(&mut entered.bridges));
+        }
+        entered
+    }
 }
 
 /// Makes the scoped owner `frame` current; `frame` then holds the displaced frame,
@@ -486,9 +520,14 @@ fn exchange(frame: &mut Frame, owner: Owner) -> Result<Owner, Kind> {
 impl Drop for Entered<'_> {
     #[inline]
     fn drop(&mut self) {
+        let panic = match self.bridges.is_empty() {
+            true => None,
+            false => bridge::exit(&mut self.bridges),
+        };
         if let Some(displaced) = self.displaced {
             let _ = swap_out(self.frame, displaced);
         }
+        bridge::resume(panic);
     }
 }
 

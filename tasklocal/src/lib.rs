@@ -176,6 +176,7 @@
     allow(rustdoc::broken_intra_doc_links)
 )]
 
+pub mod bridge;
 mod current;
 mod dynamic;
 mod error;
