@@ -187,7 +187,11 @@ mod key;
 mod local;
 #[cfg(feature = "log")]
 pub mod log;
+#[cfg(feature = "log-mdc")]
+pub mod log_mdc;
 pub mod mdc;
+#[cfg(feature = "opentelemetry")]
+pub mod opentelemetry;
 pub mod rt;
 mod snapshot;
 mod storage;

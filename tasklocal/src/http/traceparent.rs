@@ -199,6 +199,23 @@ impl TraceParent {
 }
 
 impl TraceParent {
+    /// A `traceparent` from its fields, for the conversions from other libraries'
+    /// span contexts; `None` when an id is all zeros (invalid).
+    #[cfg(feature = "opentelemetry")]
+    pub(crate) fn from_parts(trace_id: u128, parent_id: u64, flags: u8) -> Option<Self> {
+        (trace_id != 0 && parent_id != 0).then_some(TraceParent {
+            trace_id,
+            parent_id,
+            flags,
+        })
+    }
+
+    /// The trace id and the parent id as numbers.
+    #[cfg(feature = "opentelemetry")]
+    pub(crate) fn ids(&self) -> (u128, u64) {
+        (self.trace_id, self.parent_id)
+    }
+
     /// The header value: `00-{trace id}-{parent id}-{flags}` in lowercase hex.
     pub(crate) fn encode(&self) -> [u8; 55] {
         const HEX: &[u8; 16] = b"0123456789abcdef";
