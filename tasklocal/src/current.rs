@@ -168,6 +168,28 @@ pub(crate) fn with_scoped_storage<R>(f: impl FnOnce(&Storage) -> Option<R>) -> O
         .flatten()
 }
 
+/// The fast path of reads inside a scoped owner: `f` with the owner's storage, or,
+/// while it has none, with the seed it inherited (so a child that only reads what it
+/// inherited never creates a storage). `None` like [`with_scoped_storage`].
+#[inline(always)]
+pub(crate) fn with_scoped_frame<R>(
+    f: impl FnOnce(Result<&Storage, &Inherited>) -> Option<R>,
+) -> Option<R> {
+    CONTEXT
+        .try_with(|cx| {
+            if cx.owner.get() != Owner::Scoped {
+                return None;
+            }
+            let frame = cx.frame.try_borrow().ok()?;
+            match &*frame.storage {
+                Some(storage) => f(Ok(storage)),
+                None => f(Err(frame.seed.as_ref()?)),
+            }
+        })
+        .ok()
+        .flatten()
+}
+
 /// The fast path of every accessor: `f` with the current owner's storage, if it has
 /// one; `None` sends the caller to its general path.
 #[inline(always)]
@@ -408,9 +430,6 @@ pub(crate) fn enter(frame: &mut Frame) -> Entered<'_> {
 /// Like [`enter`]. When the thread's locals are gone, `f` runs without storage.
 #[inline]
 pub(crate) fn entered<R>(frame: &mut Frame, f: impl FnOnce() -> R) -> R {
-    if bridge::any() {
-        return entered_bridged(frame, f);
-    }
     /// Restores the displaced owner.
     struct Restore<'a> {
         cx: &'a Context,
@@ -450,11 +469,12 @@ pub(crate) fn entered<R>(frame: &mut Frame, f: impl FnOnce() -> R) -> R {
     }
 }
 
-/// [`entered`] when bridges are registered: through [`enter`]'s guard, which calls
-/// them. Out of line, so that `entered` stays lean when none is.
+/// [`entered`] when bridges are registered ([`bridge::any`]): through [`enter`]'s
+/// guard, which calls them. Callers check and come here out of line, so that their
+/// path stays lean when no bridge is registered.
 #[cold]
 #[inline(never)]
-fn entered_bridged<R>(frame: &mut Frame, f: impl FnOnce() -> R) -> R {
+pub(crate) fn entered_bridged<R>(frame: &mut Frame, f: impl FnOnce() -> R) -> R {
     let _entered = enter(frame);
     f()
 }

@@ -861,7 +861,12 @@ impl<T: Send + Clone + 'static> Local<T> {
     #[inline(always)]
     fn get_scoped(&'static self) -> Option<T> {
         let index = self.index.assigned()?;
-        current::with_scoped_storage(|storage| self.read_in(storage, index))
+        current::with_scoped_frame(|frame| match frame {
+            Ok(storage) => self.read_in(storage, index),
+            // An owner with no storage yet: what it inherited.
+            Err(seed) if self.is_inheritable() => seed.get(index)?.get::<T>().cloned(),
+            Err(_) => None,
+        })
     }
 
     /// Like [`get`](Self::get), returning an error instead of panicking (when the value

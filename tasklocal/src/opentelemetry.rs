@@ -232,11 +232,7 @@ struct OpenTelemetry;
 impl Bridge for OpenTelemetry {
     #[inline]
     fn enter(&self) {
-        let cx = CONTEXT
-            .try_with(|cx| cx.cloned())
-            .ok()
-            .flatten()
-            .unwrap_or_default();
+        let cx = CONTEXT.try_get().ok().flatten().unwrap_or_default();
         let guard = cx.attach();
         let _ = ATTACHED.try_with(|attached| attached.borrow_mut().push(guard));
     }

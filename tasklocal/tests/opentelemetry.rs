@@ -227,10 +227,7 @@ fn without_an_active_span_inject_writes_a_new_parent_id() {
 fn conversions_round_trip() {
     let parent =
         TraceParent::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-03").unwrap();
-    let trace = TraceContext::new(
-        parent,
-        tasklocal::http::TraceState::parse("rojo=1,congo=2"),
-    );
+    let trace = TraceContext::new(parent, tasklocal::http::TraceState::parse("rojo=1,congo=2"));
     let span = opentelemetry::trace::SpanContext::from(&trace);
     let back = TraceContext::try_from(&span).unwrap();
     assert_eq!(back, trace);
