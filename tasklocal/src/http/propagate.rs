@@ -39,10 +39,10 @@ const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 /// * Nothing else: the snapshot holds no other value of any owner.
 ///
 /// Parsing never fails and never panics, whatever the bytes: a malformed `baggage`
-/// member is dropped alone (an invalid `tracestate` whole), and what is kept is bounded
-/// by the W3C limits (see [`baggage`](super::baggage) and
-/// [`traceparent`](super::traceparent)). Header lines that are not UTF-8 lose only their
-/// bad members. A `baggage` or `tracestate` list may be split over several header lines.
+/// member is dropped alone (an invalid `tracestate` whole, a repeated `tracestate` key's
+/// later members alone), and what is kept is bounded by the W3C limits (see
+/// [`baggage`](super::baggage) and [`traceparent`](super::traceparent)). Header lines
+/// that are not UTF-8 lose only their bad members. A `baggage` or `tracestate` list may be split over several header lines.
 ///
 /// ```
 /// use http::HeaderMap;
