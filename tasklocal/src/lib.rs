@@ -85,6 +85,19 @@
 //!   the trace context as `traceparent`/`tracestate`; `http::ServerLayer` and
 //!   `http::ClientLayer` do it for tower services (axum, hyper, tonic).
 //!
+//! # Bridges: one current context for the whole stack
+//!
+//! Libraries that keep "current" in a thread-local of their own lose it at the next
+//! `.await`, or show it to the next task on the worker. A [`bridge`] makes such a
+//! thread-local follow tasklocal's owners: tasklocal calls it on every switch (each
+//! poll, `Snapshot::run`, teardown), so it mirrors what the owner holds.
+//!
+//! | integration | feature | what follows the task |
+//! |---|---|---|
+//! | `opentelemetry::install` | `opentelemetry` | `opentelemetry::Context::current()`: set with `opentelemetry::set_current`, inherited; with `http`, `extract`/`ServerLayer` make the caller's span the parent and `inject`/`ClientLayer` continue the active span |
+//! | `log_mdc::install` | `log-mdc` | the `log-mdc` map, so log4rs's `{X(key)}` prints the task's [`mdc`] |
+//! | [`bridge::register`] | — | any library's thread-local, with a [`bridge::Bridge`] of your own |
+//!
 //! # Performance
 //!
 //! A read of a value in a task is one thread-local access, one `RefCell` borrow and
