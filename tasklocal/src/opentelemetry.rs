@@ -19,11 +19,11 @@
 //!   what it was before.
 //! * With feature `http`, [`extract`](crate::http::extract) and
 //!   [`ServerLayer`](crate::http::ServerLayer) make the incoming trace the request's
-//!   context (a remote [`SpanContext`]), so spans started in the handler are its
+//!   context (a remote [`SpanContext`](::opentelemetry::trace::SpanContext)), so spans started in the handler are its
 //!   children; [`inject`](crate::http::inject) and
 //!   [`ClientLayer`](crate::http::ClientLayer) write the active span's trace-id and
 //!   span-id when there is one. [`TraceContext`](crate::http::TraceContext) and
-//!   [`SpanContext`], and tasklocal's and OpenTelemetry's baggage, convert both ways.
+//!   [`SpanContext`](::opentelemetry::trace::SpanContext), and tasklocal's and OpenTelemetry's baggage, convert both ways.
 //!
 //! ```
 //! use opentelemetry::{Context, KeyValue};
