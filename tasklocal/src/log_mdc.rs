@@ -1,6 +1,6 @@
 //! The [`log-mdc`](https://docs.rs/log-mdc) crate's map follows the current owner:
 //! log4rs's `{X(key)}` (and anything else reading `log_mdc`) prints the running
-//! task's [`mdc`](crate::mdc).
+//! task's [`tasklocal::mdc`](crate::mdc).
 //!
 //! `log-mdc` keeps one map per thread. In async code that map belongs to whatever task
 //! the worker polled last. After [`install`], a [bridge](crate::bridge) gives it, for
