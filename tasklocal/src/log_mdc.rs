@@ -3,7 +3,7 @@
 //! task's [`tasklocal::mdc`](crate::mdc).
 //!
 //! `log-mdc` keeps one map per thread. In async code that map belongs to whatever task
-//! the worker polled last. After [`install`], a [bridge](crate::bridge) gives it, for
+//! the worker polled last. After [`install`], a [bridge] gives it, for
 //! as long as an owner runs, exactly that owner's `tasklocal::mdc` entries — changes
 //! made during the poll show at once — and puts back what the thread had when the
 //! owner stops running (after every poll, also one that panics).

@@ -2,7 +2,7 @@
 //!
 //! OpenTelemetry keeps the current [`Context`] in a thread-local: in async code it is
 //! lost at the next `.await` or bleeds into the next task polled on the worker
-//! (opentelemetry-rust #1571, #2420). After [`install`], a [bridge](crate::bridge)
+//! (opentelemetry-rust #1571, #2420). After [`install`], a [bridge]
 //! attaches the running owner's context around each of its polls, so that inside any
 //! owner — a [`Task`](crate::Task), a task in automatic mode, `spawn_blocking`, rayon
 //! work, a thread, a [`Snapshot::run`](crate::Snapshot::run) — `Context::current()`
