@@ -47,7 +47,10 @@ async fn order() -> String {
 
 async fn stock() -> String {
     let _span = tracing::info_span!("stock").entered();
-    format!("ok for {}", tasklocal::mdc::get("request_id").unwrap_or_default())
+    format!(
+        "ok for {}",
+        tasklocal::mdc::get("request_id").unwrap_or_default()
+    )
 }
 
 async fn call_stock() -> String {

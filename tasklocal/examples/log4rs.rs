@@ -17,7 +17,11 @@ async fn main() {
         .build();
     let config = Config::builder()
         .appender(Appender::builder().build("stdout", Box::new(stdout)))
-        .build(Root::builder().appender("stdout").build(log::LevelFilter::Info))
+        .build(
+            Root::builder()
+                .appender("stdout")
+                .build(log::LevelFilter::Info),
+        )
         .expect("a valid log4rs config");
     log4rs::init_config(config).expect("no other logger");
 

@@ -861,12 +861,7 @@ impl<T: Send + Clone + 'static> Local<T> {
     #[inline(always)]
     fn get_scoped(&'static self) -> Option<T> {
         let index = self.index.assigned()?;
-        current::with_scoped_frame(|frame| match frame {
-            Ok(storage) => self.read_in(storage, index),
-            // An owner with no storage yet: what it inherited.
-            Err(seed) if self.is_inheritable() => seed.get(index)?.get::<T>().cloned(),
-            Err(_) => None,
-        })
+        current::with_scoped_storage(|storage| self.read_in(storage, index))
     }
 
     /// Like [`get`](Self::get), returning an error instead of panicking (when the value
@@ -890,6 +885,17 @@ impl<T: Send + Clone + 'static> Local<T> {
     #[inline(never)]
     fn try_get_miss(&'static self) -> Result<Option<T>, AccessError> {
         let index = self.index();
+        if self.is_inheritable() {
+            // A scoped owner with no storage yet (a child that only reads what it
+            // inherited): straight from its seed.
+            let seeded = current::with_scoped_frame(|frame| match frame {
+                Err(seed) => Some(seed.get(index)?.get::<T>().cloned()),
+                Ok(_) => None,
+            });
+            if let Some(value) = seeded {
+                return Ok(value);
+            }
+        }
         match current::with_storage(|storage| self.read_in(storage, index)) {
             Some(value) => Ok(Some(value)),
             None => self.get_slow(),
