@@ -179,6 +179,7 @@
 mod current;
 mod dynamic;
 mod error;
+mod flow;
 #[cfg(feature = "http")]
 pub mod http;
 mod id;
@@ -198,6 +199,7 @@ mod value;
 
 pub use dynamic::{get, remove, set, take, try_remove, try_set, try_take, with, Key};
 pub use error::AccessError;
+pub use flow::isolated;
 pub use id::TaskId;
 pub use local::Local;
 pub use snapshot::Snapshot;
