@@ -154,7 +154,7 @@ impl fmt::Debug for Snapshot {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let values = self.inherited.as_ref().map_or(0, |i| {
             i.iter()
-                .filter(|e| matches!(e, Entry::Value(_) | Entry::Small(_)))
+                .filter(|e| matches!(e, Entry::Value(_) | Entry::Small(_) | Entry::Fork(_)))
                 .count()
         });
         f.debug_struct("Snapshot").field("values", &values).finish()

@@ -33,6 +33,26 @@ pub(crate) enum Entry {
     Small(Small),
     /// The value is taken out by a `with_mut` further up this thread's stack.
     Lent,
+    /// A value of an `inheritable_with` key: its own owner's value, in any other owner
+    /// an inherited one, forked before its first use there.
+    Fork(Arc<Forked>),
+}
+
+/// A value of an `inheritable_with` key, and the storage it belongs to.
+pub(crate) struct Forked {
+    /// The [`TaskId`] of the storage whose own value this is, or [`Forked::FRESH`] or
+    /// [`Forked::NOBODY`].
+    pub(crate) owner: u64,
+    /// The owner's [`Storage::captures`] when the value was stored.
+    pub(crate) epoch: u64,
+    pub(crate) value: Box<dyn Any + Send + Sync>,
+}
+
+impl Forked {
+    /// Made by a write and not stored yet: the storage it goes to adopts it.
+    pub(crate) const FRESH: u64 = 0;
+    /// Put into a snapshot: every owner seeded from it forks it.
+    pub(crate) const NOBODY: u64 = u64::MAX;
 }
 /// An exit handler.
 pub(crate) type Handler = Box<dyn FnOnce() + Send>;
@@ -128,6 +148,9 @@ pub(crate) struct Storage {
     pub(crate) inherited: RefCell<Option<Inherited>>,
     /// How many inheritable values are taken out by a `with_mut` right now.
     pub(crate) lent: Cell<usize>,
+    /// How many times the inheritable values were captured: a [`Forked`] value whose
+    /// `epoch` differs was captured since it was stored, and is never changed in place.
+    pub(crate) captures: Cell<u64>,
     /// Dynamic keys, created on first use.
     pub(crate) dynamic: OnceCell<Box<Dynamic>>,
     handlers: RefCell<Vec<Handler>>,
@@ -143,6 +166,16 @@ impl Entry {
             _ => None,
         }
     }
+
+    /// The value, if there is one and it is a `T`, whichever owner it belongs to (an
+    /// `inheritable_with` value is read only once it is the current owner's own).
+    #[inline]
+    pub(crate) fn get_any<T: 'static>(&self) -> Option<&T> {
+        match self {
+            Entry::Fork(forked) => forked.value.downcast_ref(),
+            _ => self.get(),
+        }
+    }
 }
 
 impl Storage {
@@ -152,6 +185,7 @@ impl Storage {
             locals: Cells::new(),
             inherited: RefCell::new(seed),
             lent: Cell::new(0),
+            captures: Cell::new(0),
             dynamic: OnceCell::new(),
             handlers: RefCell::new(Vec::new()),
         })
@@ -175,6 +209,7 @@ impl Storage {
     pub(crate) fn capture(&self) -> Option<Inherited> {
         let inherited = self.inherited.try_borrow().ok()?;
         let table = inherited.as_ref()?;
+        self.captures.set(self.captures.get().wrapping_add(1));
         if self.lent.get() == 0 {
             return Some(table.clone());
         }
@@ -188,7 +223,9 @@ impl Storage {
         if self.lent.get() != 0 {
             return None;
         }
-        Some(self.inherited.try_borrow().ok()?.clone())
+        let table = self.inherited.try_borrow().ok()?.clone();
+        self.captures.set(self.captures.get().wrapping_add(1));
+        Some(table)
     }
 
     /// Runs `f` on the inheritable entries, unshared first (copy on write).
