@@ -176,6 +176,7 @@
     allow(rustdoc::broken_intra_doc_links)
 )]
 
+mod carried;
 mod current;
 mod dynamic;
 mod error;
@@ -197,6 +198,7 @@ pub mod thread;
 pub mod tracing;
 mod value;
 
+pub use carried::Carried;
 pub use dynamic::{get, remove, set, take, try_remove, try_set, try_take, with, Key};
 pub use error::AccessError;
 pub use flow::isolated;
