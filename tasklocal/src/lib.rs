@@ -60,6 +60,9 @@
 //! A child owner starts with the values of [inheritable](Local::inheritable) keys as
 //! its creator had them at creation; afterwards neither sees the other's writes.
 //! Dynamic keys and non-inheritable keys are never inherited.
+//! [`isolated`] keeps the context out of children (long-lived background work),
+//! [`Local::inheritable_with`] gives each child a fork of a value, and [`Carried`] takes
+//! the context through a channel to a worker that was started before the request.
 //!
 //! When an owner ends, its [exit handlers](at_exit) run last-registered first, with
 //! all values still readable; then the values are dropped. A handler or a `Drop` may
