@@ -18,7 +18,6 @@ use std::mem::{self, ManuallyDrop};
 use std::sync::Arc;
 
 use crate::error::{AccessError, Kind};
-use crate::id::TaskId;
 use crate::storage::{self, Garbage, Inherited, Storage, Value};
 
 thread_local! {
@@ -27,7 +26,6 @@ thread_local! {
             frame: RefCell::new(ManuallyDrop::new(Frame::new(None))),
             owner: Cell::new(Owner::Thread),
             exit_registered: Cell::new(false),
-            isolated: Cell::new(None),
         }
     };
     /// Registered (touched) when the thread's own storage is created; its destructor
@@ -47,10 +45,6 @@ struct Context {
     owner: Cell<Owner>,
     /// The thread's `THREAD_EXIT` destructor is registered.
     exit_registered: Cell<bool>,
-    /// The owner whose children start empty: `tasklocal::isolated` runs in it. An id,
-    /// not a flag, so that another owner entered meanwhile on this thread (a `Task`
-    /// polled, a runtime's other tasks) is not affected: no switch has to save it.
-    isolated: Cell<Option<TaskId>>,
 }
 
 /// The kind of the current owner; handed back and forth with its frame by [`swap_in`]
@@ -196,8 +190,7 @@ pub(crate) fn with_storage<R>(f: impl FnOnce(&Storage) -> Option<R>) -> Option<R
 pub(crate) fn capture() -> Option<Inherited> {
     // Fast path, with no call on the way: a scoped owner.
     let scoped = CONTEXT.try_with(|cx| {
-        // `isolated` is checked on the miss path: here it costs one load.
-        if cx.owner.get() != Owner::Scoped || cx.isolated.get().is_some() {
+        if cx.owner.get() != Owner::Scoped {
             return None;
         }
         let frame = cx.frame.try_borrow().ok()?;
@@ -212,27 +205,15 @@ pub(crate) fn capture() -> Option<Inherited> {
     }
 }
 
-/// [`capture`] from a thread's own storage, while the frame is borrowed, while a
-/// `with_mut` has an inheritable value out, or while `isolated` runs on this thread.
+/// [`capture`] from a thread's own storage, while the frame is borrowed, or while a
+/// `with_mut` has an inheritable value out.
 #[inline(never)]
 fn capture_miss() -> Option<Inherited> {
-    let isolated = CONTEXT.try_with(|cx| cx.isolated.get()).ok().flatten();
     read(|here| match here {
-        Here::Storage(storage) if isolated == Some(storage.id) => None,
         Here::Storage(storage) => storage.capture(),
         Here::Seed(seed) => seed.cloned(),
         Here::Denied(_) => None,
     })
-}
-
-/// Makes the children of the current owner start empty (`tasklocal::isolated`) until
-/// the returned value is handed to [`set_isolated`] again; `owner` is the current
-/// owner's id, or `None` to end the isolation.
-pub(crate) fn set_isolated(owner: Option<TaskId>) -> Option<TaskId> {
-    CONTEXT
-        .try_with(|cx| cx.isolated.replace(owner))
-        .ok()
-        .flatten()
 }
 
 /// Calls `f` with the current owner's storage, creating the storage if needed.

@@ -1,7 +1,6 @@
 //! [`isolated`]: starting owners that inherit nothing (.NET's `SuppressFlow`).
 
-use crate::current;
-use crate::id::TaskId;
+use crate::current::{self, Here};
 
 /// Runs `f` so that every owner created while it runs starts empty: tasks made by
 /// [`spawn`](crate::spawn), [`task`](crate::task), [`spawn_blocking`](crate::spawn_blocking),
@@ -52,20 +51,25 @@ use crate::id::TaskId;
 ///
 /// When `f` panics (the isolation ends first).
 pub fn isolated<R>(f: impl FnOnce() -> R) -> R {
-    /// Ends this isolation, also when `f` unwinds.
-    struct Restore(Option<TaskId>);
+    /// Ends this isolation, also when `f` unwinds: the owner current again after `f`
+    /// is the one that called `isolated`.
+    struct Restore(bool);
     impl Drop for Restore {
         fn drop(&mut self) {
-            current::set_isolated(self.0);
+            current::read(|here| {
+                if let Here::Storage(storage) = here {
+                    storage.set_isolated(self.0);
+                }
+            });
         }
     }
-    // Isolation is tied to the current owner's id (its storage is created for it), so
-    // that another owner entered while `f` runs is not affected. Where there is no
-    // storage (a plain tokio task, a thread being torn down), children inherit nothing
-    // anyway.
-    let Ok(owner) = current::write(|storage| storage.id) else {
+    // A mark in the current owner's storage (created for it), so that another owner
+    // entered while `f` runs is not affected, and capture's fast path pays nothing.
+    // Where there is no storage (a plain tokio task, a thread being torn down),
+    // children inherit nothing anyway.
+    let Ok(previous) = current::write(|storage| storage.set_isolated(true)) else {
         return f();
     };
-    let _restore = Restore(current::set_isolated(Some(owner)));
+    let _restore = Restore(previous);
     f()
 }

@@ -377,9 +377,10 @@ impl<T: Send + Sync + 'static> Local<T> {
     /// true, the others panic with that message — and the child drops its reference
     /// to the inherited value and has no value for the key from then on (as if
     /// unset; nothing is leaked, nothing is retried). The creator's value is
-    /// unaffected. A panic of `fork` while [`with_mut`](Self::with_mut),
-    /// [`take`](Self::take) or [`replace`](Self::replace) copy a shared value of the
-    /// owner's own propagates, and leaves the value as it was.
+    /// unaffected. A panic of `fork` while it copies a captured value of the owner's
+    /// own (see Writes) propagates: [`with_mut`](Self::with_mut) leaves the value as
+    /// it was; [`take`](Self::take) and [`replace`](Self::replace) have removed it
+    /// (the captured contexts keep theirs).
     ///
     /// ```
     /// static N: tasklocal::Local<String> = tasklocal::Local::inheritable_with(|_| panic!("fork"));
@@ -564,7 +565,7 @@ impl<T: Send + 'static> Local<T> {
         // Stored in place of the inherited entry, unless `fork` wrote the key itself.
         let displaced = current::write(|storage| {
             let own = match entry {
-                Some(value) => self.owned_entry(value, storage.id.as_u64(), storage.captures.get()),
+                Some(value) => self.owned_entry(value, storage.id.as_u64(), storage.stored_fork()),
                 None => Entry::Empty,
             };
             storage
@@ -939,7 +940,7 @@ impl<T: Send + 'static> Local<T> {
             });
             let taken = taken.unwrap_or(Err(AccessError::new(Kind::Borrowed)))?;
             if taken.is_some() {
-                storage.lent.set(storage.lent.get() + 1);
+                storage.lend();
             }
             Ok((taken, storage.captures.get()))
         })??;
@@ -950,7 +951,10 @@ impl<T: Send + 'static> Local<T> {
                 // Captured since it was stored: the captured context keeps it as it
                 // was, the owner's copy is a fork (the key has no other way to copy).
                 if let Some(value) = forked.value.downcast_ref::<T>() {
-                    let copy = self.owned_entry(fork(value), forked.owner, captures);
+                    let copy = fork(value);
+                    // Read after `fork`, which may capture.
+                    let epoch = current::write(|storage| storage.stored_fork()).unwrap_or(captures);
+                    let copy = self.owned_entry(copy, forked.owner, epoch);
                     if let Entry::Fork(copy) = copy {
                         *forked = copy;
                     }
@@ -1035,7 +1039,7 @@ impl Drop for LentBack {
         };
         let index = self.index;
         let rejected = current::write(|storage| {
-            storage.lent.set(storage.lent.get().saturating_sub(1));
+            storage.unlend();
             storage
                 .inherited_mut(|entries| match entries.get_mut(index) {
                     Some(slot @ Entry::Lent) => {
@@ -1217,7 +1221,7 @@ fn swap_in(storage: &Storage, index: usize, raw: Raw) -> Result<Raw, AccessError
                     if let Some(forked) = Arc::get_mut(forked) {
                         if forked.owner == Forked::FRESH {
                             forked.owner = storage.id.as_u64();
-                            forked.epoch = storage.captures.get();
+                            forked.epoch = storage.stored_fork();
                         }
                     }
                 }

@@ -118,7 +118,8 @@ impl Snapshot {
     }
 
     /// The value of the inheritable `key` in this snapshot (initial values are not
-    /// computed).
+    /// computed; the value of an [`inheritable_with`](Local::inheritable_with) key as
+    /// captured, not forked).
     ///
     /// ```
     /// static N: tasklocal::Local<u32> = tasklocal::Local::inheritable();

@@ -54,6 +54,14 @@ impl Forked {
     /// Put into a snapshot: every owner seeded from it forks it.
     pub(crate) const NOBODY: u64 = u64::MAX;
 }
+/// The bit of [`Storage::lent`] set while `tasklocal::isolated` runs in the owner.
+const ISOLATED: usize = 1 << (usize::BITS - 1);
+/// The bit of [`Storage::lent`] set while a [`Forked`] value was stored since the
+/// last capture.
+const UNCAPTURED: usize = 1 << (usize::BITS - 2);
+/// The bits of [`Storage::lent`] that count values lent to `with_mut`.
+const LENT: usize = !(ISOLATED | UNCAPTURED);
+
 /// An exit handler.
 pub(crate) type Handler = Box<dyn FnOnce() + Send>;
 
@@ -146,9 +154,12 @@ pub(crate) struct Storage {
     pub(crate) locals: Cells<Value>,
     /// Values of inheritable typed keys; `None` until the first one is present.
     pub(crate) inherited: RefCell<Option<Inherited>>,
-    /// How many inheritable values are taken out by a `with_mut` right now.
+    /// How many inheritable values are taken out by a `with_mut` right now, plus
+    /// [`ISOLATED`] while `tasklocal::isolated` runs in this owner, plus [`UNCAPTURED`]
+    /// while a [`Forked`] value was stored since the last capture. Any of them sends
+    /// capture off its fast path, which so pays nothing for isolation and forks.
     pub(crate) lent: Cell<usize>,
-    /// How many times the inheritable values were captured: a [`Forked`] value whose
+    /// How many captures found an [`UNCAPTURED`] value: a [`Forked`] value whose
     /// `epoch` differs was captured since it was stored, and is never changed in place.
     pub(crate) captures: Cell<u64>,
     /// Dynamic keys, created on first use.
@@ -205,12 +216,21 @@ impl Storage {
 
     /// The inheritable values, to seed a child: one reference-count increment, unless
     /// a `with_mut` has a value out right now (then those keys are left out).
+    /// Inside `tasklocal::isolated`, nothing.
     #[inline]
     pub(crate) fn capture(&self) -> Option<Inherited> {
+        let lent = self.lent.get();
+        if lent & ISOLATED != 0 {
+            return None;
+        }
         let inherited = self.inherited.try_borrow().ok()?;
         let table = inherited.as_ref()?;
-        self.captures.set(self.captures.get().wrapping_add(1));
-        if self.lent.get() == 0 {
+        if lent & UNCAPTURED != 0 {
+            // The values stored so far are captured from now on.
+            self.captures.set(self.captures.get().wrapping_add(1));
+            self.lent.set(lent & !UNCAPTURED);
+        }
+        if lent & LENT == 0 {
             return Some(table.clone());
         }
         Some(without_lent(table))
@@ -223,9 +243,36 @@ impl Storage {
         if self.lent.get() != 0 {
             return None;
         }
-        let table = self.inherited.try_borrow().ok()?.clone();
-        self.captures.set(self.captures.get().wrapping_add(1));
-        Some(table)
+        Some(self.inherited.try_borrow().ok()?.clone())
+    }
+
+    /// Marks one more inheritable value as taken out by a `with_mut`.
+    pub(crate) fn lend(&self) {
+        self.lent.set(self.lent.get() + 1);
+    }
+
+    /// Undoes [`lend`](Self::lend).
+    pub(crate) fn unlend(&self) {
+        let lent = self.lent.get();
+        if lent & LENT != 0 {
+            self.lent.set(lent - 1);
+        }
+    }
+
+    /// Notes that a [`Forked`] value is stored now (so that the next capture counts);
+    /// returns the `epoch` to give it.
+    pub(crate) fn stored_fork(&self) -> u64 {
+        self.lent.set(self.lent.get() | UNCAPTURED);
+        self.captures.get()
+    }
+
+    /// Starts (`true`) or ends isolation (`tasklocal::isolated`): the children of this
+    /// owner inherit nothing. Returns the previous state.
+    pub(crate) fn set_isolated(&self, isolated: bool) -> bool {
+        let lent = self.lent.get();
+        let flag = if isolated { ISOLATED } else { 0 };
+        self.lent.set(lent & !ISOLATED | flag);
+        lent & ISOLATED != 0
     }
 
     /// Runs `f` on the inheritable entries, unshared first (copy on write).
@@ -360,6 +407,35 @@ mod tests {
         assert!(cells.get(200_000).is_none());
         let n = cells.iter().filter(|c| c.borrow().is_some()).count();
         assert_eq!(n, 8);
+    }
+
+    #[test]
+    fn isolation_forks_and_lending_share_one_word_without_mixing() {
+        let storage = Storage::new(Some(Arc::new(vec![Entry::Small(Small::U8(1))])));
+        assert!(storage.capture().is_some());
+        assert_eq!(storage.captures.get(), 0, "no fork stored: nothing counted");
+        assert!(!storage.set_isolated(true));
+        storage.lend();
+        assert!(storage.capture().is_none(), "isolated");
+        assert!(storage.capture_unlent().is_none(), "the fast path declines");
+        storage.unlend();
+        storage.unlend(); // one too many leaves the flags alone
+        assert!(storage.set_isolated(false));
+        assert_eq!(storage.lent.get(), 0);
+        let epoch = storage.stored_fork();
+        assert!(
+            storage.capture_unlent().is_none(),
+            "a stored fork sends capture off the fast path"
+        );
+        assert!(storage.capture().is_some());
+        assert_eq!(storage.captures.get(), epoch + 1);
+        assert_eq!(storage.lent.get(), 0);
+        assert!(storage.capture_unlent().is_some());
+        assert_eq!(
+            storage.captures.get(),
+            epoch + 1,
+            "counted once per stored fork"
+        );
     }
 
     #[test]
