@@ -2,21 +2,27 @@
 //! children, `Local::inheritable_with` forks it for each child, `Carried` takes it
 //! through a channel to a long-lived worker. Run on multi-thread runtimes with many
 //! tasks at once; values are counted, so that a leak fails a test.
-#![cfg(all(feature = "tokio", feature = "rayon"))]
+//!
+//! The tests that spawn need the `tokio` feature (and `rayon` for `isolated`'s); the
+//! others run with no features too.
 
-use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::executor::block_on;
 use tasklocal::{Local, Snapshot};
+
+#[cfg(feature = "tokio")]
+use std::{future::Future, time::Duration};
+#[cfg(feature = "tokio")]
 use tokio::runtime::{Builder, Runtime};
 
 /// How long a test waits for something that must happen before it fails.
+#[cfg(feature = "tokio")]
 const PATIENCE: Duration = Duration::from_secs(60);
 
+#[cfg(feature = "tokio")]
 fn multi_thread(workers: usize) -> Runtime {
     Builder::new_multi_thread()
         .worker_threads(workers)
@@ -25,6 +31,7 @@ fn multi_thread(workers: usize) -> Runtime {
         .unwrap()
 }
 
+#[cfg(feature = "tokio")]
 async fn with_timeout<F: Future>(future: F) -> F::Output {
     tokio::time::timeout(PATIENCE, future)
         .await
@@ -88,11 +95,13 @@ fn message(payload: Box<dyn std::any::Any + Send>) -> String {
 // ---------------------------------------------------------------------------------
 // `isolated`
 
+#[cfg(all(feature = "tokio", feature = "rayon"))]
 static REQ: Local<u64> = Local::inheritable();
 
 /// What each way of creating a child sees of `REQ`, in order: `tasklocal::spawn`,
 /// `tokio::spawn(task(..))`, `spawn_blocking`, `thread::spawn`, `Snapshot::capture`,
 /// `rayon::spawn`, `rayon::join`, `Carried`.
+#[cfg(all(feature = "tokio", feature = "rayon"))]
 async fn children_see() -> Vec<Option<u64>> {
     let spawned = tasklocal::spawn(async { REQ.get() });
     let task = tokio::spawn(tasklocal::task(async { REQ.get() }));
@@ -117,6 +126,7 @@ async fn children_see() -> Vec<Option<u64>> {
     ]
 }
 
+#[cfg(all(feature = "tokio", feature = "rayon"))]
 #[test]
 fn isolated_children_see_nothing_while_the_caller_does() {
     const TASKS: u64 = 200;
@@ -213,6 +223,7 @@ fn gen_of(key: &'static Local<Gen>) -> Option<(u64, u64)> {
     key.with(|g| g.map(|g| (g.generation, g.own)))
 }
 
+#[cfg(feature = "tokio")]
 #[test]
 fn inheritable_with_forks_once_per_child_on_a_multi_thread_runtime() {
     static TALLY: Tally = Tally::new();
@@ -341,6 +352,7 @@ fn inheritable_with_forks_lazily_and_only_for_owners_that_use_the_value() {
     assert_eq!(TALLY.dropped(), TALLY.created(), "values leaked");
 }
 
+#[cfg(feature = "tokio")]
 #[test]
 fn a_panicking_fork_fails_the_child_access_and_leaks_nothing() {
     static TALLY: Tally = Tally::new();
@@ -412,6 +424,7 @@ fn a_fork_that_reads_its_own_key_fails_cleanly() {
 // ---------------------------------------------------------------------------------
 // `Carried`
 
+#[cfg(feature = "tokio")]
 #[test]
 fn carried_messages_reach_a_long_lived_worker_with_their_senders_context() {
     static TALLY: Tally = Tally::new();
@@ -507,6 +520,7 @@ fn a_carried_dropped_unrun_releases_its_context() {
         assert_eq!(TALLY.dropped(), 0);
         drop(unrun);
         assert_eq!(TALLY.dropped(), 0);
+        assert_eq!(inner.snapshot().get(&KEY).map(|c| c.tag), Some(1));
         assert_eq!(inner.into_inner(), "job");
         assert_eq!(TALLY.dropped(), 1, "released with the last message");
     });
