@@ -102,7 +102,7 @@
 //!
 //! Values move with their task between threads, so they must be `Send`; inheritable
 //! values are shared with children, so they must also be `Sync` and `Clone` (copy on
-//! write). A key holds no value itself and is `Sync` for any `T`. [`Snapshot`],
+//! write), or be forked for each child ([`Local::inheritable_with`]). A key holds no value itself and is `Sync` for any `T`. [`Snapshot`],
 //! [`TaskId`] and [`AccessError`] are `Send + Sync`; a [`Task`] is `Send` when its
 //! future is.
 //!

@@ -58,7 +58,9 @@ use crate::storage::{Entry, Forked, Small, Storage, Value};
 /// computed on the owner's first access and stored. A key made with
 /// [`inheritable`](Self::inheritable) gives a child owner its creator's value as of
 /// the child's creation; the child's first write copies it (copy on write), and no
-/// write on either side is seen by the other.
+/// write on either side is seen by the other. A key made with
+/// [`inheritable_with`](Self::inheritable_with) gives a child `fork(&value)` instead,
+/// computed on the child's first access.
 ///
 /// # Panics
 ///
