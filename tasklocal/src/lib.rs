@@ -60,6 +60,9 @@
 //! A child owner starts with the values of [inheritable](Local::inheritable) keys as
 //! its creator had them at creation; afterwards neither sees the other's writes.
 //! Dynamic keys and non-inheritable keys are never inherited.
+//! [`isolated`] keeps the context out of children (long-lived background work),
+//! [`Local::inheritable_with`] gives each child a fork of a value, and [`Carried`] takes
+//! the context through a channel to a worker that was started before the request.
 //!
 //! When an owner ends, its [exit handlers](at_exit) run last-registered first, with
 //! all values still readable; then the values are dropped. A handler or a `Drop` may
@@ -112,7 +115,7 @@
 //!
 //! Values move with their task between threads, so they must be `Send`; inheritable
 //! values are shared with children, so they must also be `Sync` and `Clone` (copy on
-//! write). A key holds no value itself and is `Sync` for any `T`. [`Snapshot`],
+//! write), or be forked for each child ([`Local::inheritable_with`]). A key holds no value itself and is `Sync` for any `T`. [`Snapshot`],
 //! [`TaskId`] and [`AccessError`] are `Send + Sync`; a [`Task`] is `Send` when its
 //! future is.
 //!
@@ -190,9 +193,11 @@
 )]
 
 pub mod bridge;
+mod carried;
 mod current;
 mod dynamic;
 mod error;
+mod flow;
 #[cfg(feature = "http")]
 pub mod http;
 mod id;
@@ -214,8 +219,10 @@ pub mod thread;
 pub mod tracing;
 mod value;
 
+pub use carried::Carried;
 pub use dynamic::{get, remove, set, take, try_remove, try_set, try_take, with, Key};
 pub use error::AccessError;
+pub use flow::isolated;
 pub use id::TaskId;
 pub use local::Local;
 pub use snapshot::Snapshot;

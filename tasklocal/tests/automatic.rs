@@ -446,3 +446,42 @@ fn task_ids_are_unique_across_runtimes() {
         .collect();
     assert_eq!(ids.iter().collect::<HashSet<_>>().len(), 200);
 }
+
+/// `tasklocal::isolated` applies to plain `tokio::spawn` in automatic mode: the spawn
+/// hook captures through the same path as every other child.
+#[test]
+fn isolated_applies_to_plain_spawns() {
+    static REQ: Local<u64> = Local::inheritable();
+    const TASKS: u64 = 200;
+    let rt = multi_thread(4);
+    rt.block_on(with_timeout(async {
+        let tasks: Vec<_> = (1..=TASKS)
+            .map(|i| {
+                tokio::spawn(async move {
+                    REQ.set(i);
+                    tokio::task::yield_now().await;
+                    let (isolated, snapshot) = tasklocal::isolated(|| {
+                        assert_eq!(REQ.get(), Some(i), "the caller still sees its value");
+                        (tokio::spawn(async { REQ.get() }), Snapshot::capture())
+                    });
+                    let inheriting = tokio::spawn(async { REQ.get() });
+                    assert_eq!(isolated.await.unwrap(), None);
+                    assert_eq!(snapshot.run(|| REQ.get()), None);
+                    assert_eq!(inheriting.await.unwrap(), Some(i));
+                    // A task spawned inside `isolated` inherits nothing, but its own
+                    // children inherit from it.
+                    let nested = tasklocal::isolated(|| {
+                        tokio::spawn(async move {
+                            REQ.set(i + 1);
+                            tokio::spawn(async { REQ.get() }).await.unwrap()
+                        })
+                    });
+                    assert_eq!(nested.await.unwrap(), Some(i + 1));
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+    }));
+}
