@@ -7,6 +7,7 @@ use std::task::{Context, Poll};
 
 use pin_project_lite::pin_project;
 
+use crate::bridge;
 use crate::current::{self, Frame};
 use crate::snapshot::Snapshot;
 
@@ -124,8 +125,11 @@ impl<F: Future> Future for Task<F> {
     type Output = F::Output;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        if bridge::any() {
+            return poll_bridged(self, cx);
+        }
         let this = self.project();
-        let poll = poll_owned(this.future, this.frame, |future| future.poll(cx), |_| true);
+        let poll = poll_owned(this.future, this.frame, false, |f| f.poll(cx), |_| true);
         if poll.is_ready() {
             // Then the owner ends (out of line: the frequent path is `Pending`).
             current::end_outlined(this.frame);
@@ -145,14 +149,29 @@ impl<F: Future> Task<F> {
         cx: &mut Context<'_>,
     ) -> Poll<(F::Output, Frame)> {
         let this = self.project();
-        let poll = poll_owned(this.future, this.frame, |future| future.poll(cx), |_| true);
+        let bridged = bridge::any();
+        let poll = poll_owned(this.future, this.frame, bridged, |f| f.poll(cx), |_| true);
         poll.map(|output| (output, std::mem::replace(this.frame, Frame::new(None))))
     }
 }
 
+/// [`Task::poll`] when [bridges](crate::bridge) are registered: the same, entered
+/// through the guard that calls them.
+#[cold]
+#[inline(never)]
+fn poll_bridged<F: Future>(task: Pin<&mut Task<F>>, cx: &mut Context<'_>) -> Poll<F::Output> {
+    let this = task.project();
+    let poll = poll_owned(this.future, this.frame, true, |f| f.poll(cx), |_| true);
+    if poll.is_ready() {
+        current::end_outlined(this.frame);
+    }
+    poll
+}
+
 /// Polls the value in `slot` (a future, a response body) with `frame` as the current
-/// owner; when the poll is ready and `done` says the value has finished, the value is
-/// dropped, still inside the owner. The owner does not end here.
+/// owner — through the guard that calls the [bridges](crate::bridge) when `bridged` —
+/// and when the poll is ready and `done` says the value has finished, drops the value,
+/// still inside the owner. The owner does not end here.
 ///
 /// # Panics
 ///
@@ -161,10 +180,11 @@ impl<F: Future> Task<F> {
 pub(crate) fn poll_owned<T, R>(
     mut slot: Pin<&mut Option<T>>,
     frame: &mut Frame,
+    bridged: bool,
     poll: impl FnOnce(Pin<&mut T>) -> Poll<R>,
     done: impl FnOnce(&R) -> bool,
 ) -> Poll<R> {
-    current::entered(frame, || {
+    let run = || {
         let Some(inner) = slot.as_mut().as_pin_mut() else {
             polled_after_completion()
         };
@@ -174,7 +194,12 @@ pub(crate) fn poll_owned<T, R>(
             slot.set(None);
         }
         poll
-    })
+    };
+    if bridged {
+        current::entered_bridged(frame, run)
+    } else {
+        current::entered(frame, run)
+    }
 }
 
 #[cold]

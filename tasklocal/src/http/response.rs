@@ -186,6 +186,7 @@ impl<B: Body> Body for ResponseBody<B> {
         let poll = task::poll_owned(
             this.inner,
             this.frame,
+            crate::bridge::any(),
             |body| body.poll_frame(cx),
             Option::is_none,
         );
