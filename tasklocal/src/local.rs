@@ -1137,11 +1137,12 @@ impl<T: Send + Clone + 'static> Local<T> {
             // A scoped owner with no storage yet (a child that only reads what it
             // inherited): straight from its seed.
             let seeded = current::with_scoped_frame(|frame| match frame {
-                Err(seed) => Some(seed.get(index)?.get::<T>().cloned()),
+                // A value to fork, or none: the general path.
+                Err(seed) => seed.get(index)?.get::<T>().cloned(),
                 Ok(_) => None,
             });
             if let Some(value) = seeded {
-                return Ok(value);
+                return Ok(Some(value));
             }
         }
         match current::with_storage(|storage| self.read_in(storage, index)) {
