@@ -190,6 +190,7 @@ pub mod mdc;
 pub mod rt;
 mod snapshot;
 mod storage;
+mod sync;
 mod task;
 pub mod thread;
 #[cfg(feature = "tracing")]

@@ -44,13 +44,15 @@ use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, PoisonError};
 
 use ::tokio::runtime::{Builder, TaskMeta};
 use ::tokio::task::Id;
 
 use crate::current::{self, Frame, Owner};
 use crate::snapshot::Snapshot;
+// std's, or loom's in the loom models (`auto/loom_models.rs`).
+use crate::sync::{spin_loop, thread_local, yield_now, Mutex, MutexGuard};
 
 /// Gives every task of the runtime built by `builder` its own storage, with no
 /// wrapper: automatic mode.
@@ -472,12 +474,16 @@ impl Registry {
     }
 
     fn terminate(&self, meta: &TaskMeta<'_>, user: Option<&HookFn>) {
-        let id = meta.id();
-        let user = || {
+        self.end(meta.id(), || {
             if let Some(f) = user {
                 f(meta);
             }
-        };
+        })
+    }
+
+    /// [`terminate`](Registry::terminate) of task `id`, with `user` the user's hook
+    /// (apart so that the loom models, which have no `TaskMeta`, can drive it).
+    fn end(&self, id: Id, user: impl Fn()) {
         let key = key(id);
         // Inside the task's own poll window on this thread (completion, panic,
         // abort): its frame is current; `after_poll` restores the outer one.
@@ -519,7 +525,7 @@ impl Registry {
                     let slot = remove(&mut slots, key);
                     drop(slots);
                     if let Some(slot) = slot {
-                        finish_detached(slot.frame, user);
+                        finish_detached(slot.frame, &user);
                     }
                     return;
                 }
@@ -566,9 +572,9 @@ impl Backoff {
     fn snooze(&mut self) {
         self.0 += 1;
         if self.0 < 64 {
-            std::hint::spin_loop();
+            spin_loop();
         } else {
-            std::thread::yield_now();
+            yield_now();
         }
     }
 }
@@ -661,6 +667,9 @@ impl Hasher for SlotHasher {
         self.0
     }
 }
+
+#[cfg(all(test, tasklocal_loom))]
+mod loom_models;
 
 #[cfg(test)]
 mod tests {
