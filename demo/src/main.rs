@@ -10,11 +10,13 @@
 //!   log line of both services is checked against the order it talks about (`logs.rs`).
 //!
 //! `cargo run -p demo [-- <requests>]`; the exit code is 1 if any line carries another
-//! request's id, or none.
+//! request's id, or none. `cargo run -p demo --release -- --soak <seconds>` runs the
+//! same services under load for that long and checks memory too (`soak.rs`).
 
 mod load;
 mod logs;
 mod services;
+mod soak;
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -30,8 +32,11 @@ fn tenant_of(order: u32) -> &'static str {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let requests = std::env::args()
-        .nth(1)
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let soak = (args.first().map(String::as_str) == Some("--soak"))
+        .then(|| args.get(1).and_then(|s| s.parse().ok()).unwrap_or(120u64));
+    let requests = args
+        .first()
         .and_then(|arg| arg.parse().ok())
         .unwrap_or(REQUESTS)
         .clamp(1, 10_000);
@@ -50,6 +55,9 @@ async fn main() -> ExitCode {
         }
     };
     println!("tasklocal demo: edge on {edge}, downstream on {downstream}");
+    if let Some(seconds) = soak {
+        return soak::run(edge, &log, Duration::from_secs(seconds)).await;
+    }
     println!("sending {requests} orders to the edge, {CONCURRENCY} at a time");
 
     let clock = Instant::now();

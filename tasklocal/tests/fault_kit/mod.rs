@@ -24,16 +24,10 @@ use tokio::sync::{mpsc, watch};
 pub(crate) const PATIENCE: Duration = Duration::from_secs(60);
 
 /// Fails the test (instead of hanging it) if `future` does not finish in [`PATIENCE`].
-#[track_caller]
-pub(crate) fn with_timeout<F: Future>(
-    what: &'static str,
-    future: F,
-) -> impl Future<Output = F::Output> {
-    async move {
-        tokio::time::timeout(PATIENCE, future)
-            .await
-            .unwrap_or_else(|_| panic!("timed out: {what} (deadlock or leak)"))
-    }
+pub(crate) async fn with_timeout<F: Future>(what: &'static str, future: F) -> F::Output {
+    tokio::time::timeout(PATIENCE, future)
+        .await
+        .unwrap_or_else(|_| panic!("timed out: {what} (deadlock or leak)"))
 }
 
 /// Silences the panics the tests cause on purpose (their message says "deliberate");

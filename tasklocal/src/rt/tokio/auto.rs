@@ -181,6 +181,7 @@ type Callback = Arc<HookFn>;
 /// # }
 /// ```
 #[derive(Clone, Default)]
+#[non_exhaustive]
 pub struct Hooks {
     spawn: Option<Callback>,
     before_poll: Option<Callback>,
@@ -212,6 +213,7 @@ impl Hooks {
     /// # let _ = hooks;
     /// # }
     /// ```
+    #[must_use = "the hooks are only used once passed to `install_with`"]
     pub fn on_task_spawn(mut self, f: impl Fn(&TaskMeta<'_>) + Send + Sync + 'static) -> Hooks {
         self.spawn = Some(Arc::new(f));
         self
@@ -229,6 +231,7 @@ impl Hooks {
     /// # let _ = hooks;
     /// # }
     /// ```
+    #[must_use = "the hooks are only used once passed to `install_with`"]
     pub fn on_before_task_poll(
         mut self,
         f: impl Fn(&TaskMeta<'_>) + Send + Sync + 'static,
@@ -249,6 +252,7 @@ impl Hooks {
     /// # let _ = hooks;
     /// # }
     /// ```
+    #[must_use = "the hooks are only used once passed to `install_with`"]
     pub fn on_after_task_poll(
         mut self,
         f: impl Fn(&TaskMeta<'_>) + Send + Sync + 'static,
@@ -272,6 +276,7 @@ impl Hooks {
     /// # let _ = hooks;
     /// # }
     /// ```
+    #[must_use = "the hooks are only used once passed to `install_with`"]
     pub fn on_task_terminate(mut self, f: impl Fn(&TaskMeta<'_>) + Send + Sync + 'static) -> Hooks {
         self.terminate = Some(Arc::new(f));
         self
