@@ -15,6 +15,7 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use tasklocal::Local;
 
 use crate::{load, logs, tenant_of, CONCURRENCY};
@@ -22,11 +23,13 @@ use crate::{load, logs, tenant_of, CONCURRENCY};
 /// Orders per batch; the log is checked and then dropped after each.
 const BATCH: u32 = 400;
 
-/// Resident memory allowed above 5 % growth, in KiB: the process starts only a few
-/// MiB large, and glibc's per-thread malloc arenas and tokio's blocking threads (which
-/// exit after 10 s idle and are started again) move resident memory by up to a few
-/// hundred KiB either way without any leak; 1 MiB covers that and would still catch a
-/// leak of 3 bytes per request (about 300,000 requests in 120 s).
+/// Resident memory allowed above 5 % growth, in KiB. The process is only about 15 MiB
+/// large, and about 200 threads (tokio's blocking pool: the edge's and the churn's
+/// `spawn_blocking`, threads that exit after 10 s idle and start again) move resident
+/// memory by several hundred KiB either way with no leak (each new thread's stack and
+/// malloc cache); the warm-up (a quarter of the run, at most 30 s) lets the pool reach
+/// its size. 1 MiB covers that noise and still catches a leak of 2 bytes per request
+/// (a 120 s soak sends about 600,000).
 const RSS_SLACK_KIB: u64 = 1024;
 
 /// Values made and dropped by the churn.
@@ -60,18 +63,21 @@ impl Drop for Counted {
 static OWN: Local<Counted> = Local::new();
 static INHERITED: Local<Counted> = Local::inheritable();
 
-/// `n` tasks of churn; the number that saw a value that was not theirs.
+/// `n` tasks of churn, [`CONCURRENCY`] at a time (so that the blocking pool stays
+/// small); the number that saw a value that was not theirs.
 async fn churn(n: u32) -> usize {
-    let tasks: Vec<_> = (0..n)
-        .map(|i| {
-            tasklocal::spawn(async move {
+    let wrong: Vec<usize> = futures::stream::iter(0..n)
+        .map(|i| async move {
+            let (holding, held) = tokio::sync::oneshot::channel();
+            let task = tasklocal::spawn(async move {
                 OWN.set(Counted::new(i));
                 INHERITED.set(Counted::new(i));
                 tasklocal::at_exit(|| {
                     EXITS.fetch_add(1, SeqCst);
                 });
                 if i % 10 == 0 {
-                    // Aborted below, holding its values.
+                    // Aborted mid-flight, holding its values.
+                    let _ = holding.send(());
                     std::future::pending::<()>().await;
                 }
                 let child = tasklocal::spawn(async move { INHERITED.with(|v| v.map(|v| v.0)) });
@@ -89,19 +95,19 @@ async fn churn(n: u32) -> usize {
                     && blocking.await.unwrap_or(false)
                     && OWN.with(|v| v.map(|v| v.0)) == Some(i);
                 usize::from(!ok)
-            })
+            });
+            if i % 10 == 0 {
+                let _ = held.await;
+                task.abort();
+                usize::from(!task.await.is_err_and(|e| e.is_cancelled()))
+            } else {
+                task.await.unwrap_or(1)
+            }
         })
-        .collect();
-    let mut wrong = 0;
-    for (i, task) in tasks.into_iter().enumerate() {
-        if i % 10 == 0 {
-            task.abort();
-            wrong += usize::from(!task.await.is_err_and(|e| e.is_cancelled()));
-        } else {
-            wrong += task.await.unwrap_or(1);
-        }
-    }
-    wrong
+        .buffer_unordered(CONCURRENCY)
+        .collect()
+        .await;
+    wrong.iter().sum()
 }
 
 /// A number of /proc/self/status (`VmRSS` in KiB, `Threads`), 0 where there is none.
@@ -122,9 +128,9 @@ fn rss_kib() -> u64 {
 
 /// Runs the soak against the edge at `edge` for `duration`, checking the log `log`.
 pub async fn run(edge: SocketAddr, log: &logs::Captured, duration: Duration) -> ExitCode {
-    let warm_up = (duration / 5).clamp(Duration::from_secs(2), Duration::from_secs(30));
+    let warm_up = (duration / 4).clamp(Duration::from_secs(2), Duration::from_secs(30));
     println!(
-        "soak: {} s of batches of {BATCH} orders, {CONCURRENCY} in flight, and {BATCH} churn tasks; warm-up {} s",
+        "soak: {} s of batches of {BATCH} orders, {CONCURRENCY} in flight, and {BATCH} churn tasks ({CONCURRENCY} at a time); warm-up {} s",
         duration.as_secs(),
         warm_up.as_secs()
     );
