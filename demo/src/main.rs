@@ -30,8 +30,7 @@ fn tenant_of(order: u32) -> &'static str {
     ["acme", "globex", "initech", "umbrella"][order as usize % 4]
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let soak = (args.first().map(String::as_str) == Some("--soak"))
         .then(|| args.get(1).and_then(|s| s.parse().ok()).unwrap_or(120u64));
@@ -40,6 +39,25 @@ async fn main() -> ExitCode {
         .and_then(|arg| arg.parse().ok())
         .unwrap_or(REQUESTS)
         .clamp(1, 10_000);
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    if soak.is_some() {
+        // A blocking pool of fixed size whose threads are never recycled: the soak
+        // measures the services' memory, not the pool's growth and thread churn.
+        runtime
+            .max_blocking_threads(soak::BLOCKING_THREADS)
+            .thread_keep_alive(Duration::from_secs(24 * 3600));
+    }
+    match runtime.build() {
+        Ok(runtime) => runtime.block_on(run(soak, requests)),
+        Err(err) => {
+            eprintln!("cannot start the runtime: {err}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(soak: Option<u64>, requests: u32) -> ExitCode {
     let log = logs::install();
 
     let started = async {
