@@ -56,7 +56,7 @@ pub(crate) struct Tally {
     created: AtomicUsize,
     dropped: watch::Sender<usize>,
     /// Exit handlers run.
-    pub(crate) exits: AtomicUsize,
+    exits: watch::Sender<usize>,
 }
 
 impl Tally {
@@ -64,7 +64,7 @@ impl Tally {
         Arc::new(Tally {
             created: AtomicUsize::new(0),
             dropped: watch::channel(0).0,
-            exits: AtomicUsize::new(0),
+            exits: watch::channel(0).0,
         })
     }
 
@@ -74,6 +74,24 @@ impl Tally {
 
     pub(crate) fn dropped(&self) -> usize {
         *self.dropped.borrow()
+    }
+
+    /// Exit handlers run so far.
+    pub(crate) fn exits(&self) -> usize {
+        *self.exits.borrow()
+    }
+
+    fn exit_one(&self) {
+        self.exits.send_modify(|n| *n += 1);
+    }
+
+    /// Waits until `n` exit handlers have run, failing after [`PATIENCE`]. In automatic
+    /// mode a joined task may still be tearing down on its worker (tokio wakes the
+    /// `JoinHandle` before the terminate hook): values its handlers make come later.
+    pub(crate) async fn exited(&self, n: usize) {
+        let mut exits = self.exits.subscribe();
+        let waited = tokio::time::timeout(PATIENCE, exits.wait_for(|&e| e >= n)).await;
+        assert!(waited.is_ok(), "{} of {n} exit handlers ran", self.exits());
     }
 
     fn drop_one(&self) {
@@ -96,13 +114,17 @@ impl Tally {
         assert_eq!(self.created(), created, "values made after the end");
     }
 
-    /// [`Tally::all_dropped`], from outside any runtime.
-    pub(crate) fn all_dropped_blocking(&self) {
+    /// [`Tally::exited`] (`exits` handlers), then [`Tally::all_dropped`], from outside
+    /// any runtime.
+    pub(crate) fn settled_blocking(&self, exits: usize) {
         tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()
             .unwrap()
-            .block_on(self.all_dropped());
+            .block_on(async {
+                self.exited(exits).await;
+                self.all_dropped().await;
+            });
     }
 }
 
@@ -161,7 +183,7 @@ pub(crate) fn count_exit(tally: &Arc<Tally>, key: &'static Local<Counted>, expec
             Some(expect),
             "values are readable in handlers"
         );
-        tally.exits.fetch_add(1, SeqCst);
+        tally.exit_one();
     });
 }
 
