@@ -17,6 +17,7 @@ use std::cell::{Cell, RefCell};
 use std::mem::{self, ManuallyDrop};
 use std::sync::Arc;
 
+use crate::bridge;
 use crate::error::{AccessError, Kind};
 use crate::storage::{self, Garbage, Inherited, Storage, Value};
 // std's, or loom's in the loom models (each loom thread needs its own context).
@@ -164,6 +165,28 @@ pub(crate) fn with_scoped_storage<R>(f: impl FnOnce(&Storage) -> Option<R>) -> O
             }
             let frame = cx.frame.try_borrow().ok()?;
             f(frame.storage.as_deref()?)
+        })
+        .ok()
+        .flatten()
+}
+
+/// The fast path of reads inside a scoped owner: `f` with the owner's storage, or,
+/// while it has none, with the seed it inherited (so a child that only reads what it
+/// inherited never creates a storage). `None` like [`with_scoped_storage`].
+#[inline(always)]
+pub(crate) fn with_scoped_frame<R>(
+    f: impl FnOnce(Result<&Storage, &Inherited>) -> Option<R>,
+) -> Option<R> {
+    CONTEXT
+        .try_with(|cx| {
+            if cx.owner.get() != Owner::Scoped {
+                return None;
+            }
+            let frame = cx.frame.try_borrow().ok()?;
+            match &*frame.storage {
+                Some(storage) => f(Ok(storage)),
+                None => f(Err(frame.seed.as_ref()?)),
+            }
         })
         .ok()
         .flatten()
@@ -379,6 +402,8 @@ pub(crate) struct Entered<'a> {
     frame: &'a mut Frame,
     /// The kind of the owner the frame displaced; `None` when nothing was entered.
     displaced: Option<Owner>,
+    /// The bridges entered after the switch, to exit before it is undone.
+    bridges: bridge::Entered,
 }
 
 /// Makes `frame` the current owner on this thread.
@@ -395,7 +420,7 @@ pub(crate) fn enter(frame: &mut Frame) -> Entered<'_> {
         // The thread's locals are gone: the owner runs without storage.
         Err(_) => None,
     };
-    Entered { frame, displaced }
+    Entered::new(frame, displaced)
 }
 
 /// Runs `f` with `frame` as the current owner, then makes the displaced owner current
@@ -446,13 +471,42 @@ pub(crate) fn entered<R>(frame: &mut Frame, f: impl FnOnce() -> R) -> R {
     }
 }
 
+/// [`entered`] when bridges are registered ([`bridge::any`]): through [`enter`]'s
+/// guard, which calls them. Callers check and come here out of line, so that their
+/// path stays lean when no bridge is registered.
+#[cold]
+#[inline(never)]
+pub(crate) fn entered_bridged<R>(frame: &mut Frame, f: impl FnOnce() -> R) -> R {
+    let _entered = enter(frame);
+    f()
+}
+
 /// Like [`enter`], but `None` instead of a panic when the frame cannot be entered.
 pub(crate) fn try_enter(frame: &mut Frame) -> Option<Entered<'_>> {
     let displaced = swap_in(frame).ok()?;
-    Some(Entered {
-        frame,
-        displaced: Some(displaced),
-    })
+    Some(Entered::new(frame, Some(displaced)))
+}
+
+impl<'a> Entered<'a> {
+    /// The guard of `frame`, just swapped in (unless `displaced` is `None`): calls the
+    /// registered [bridges](crate::bridge) now that the frame is current. A bridge
+    /// that panics unwinds through the guard, which undoes the switch (unless the
+    /// thread is unwinding already: then the owner runs with the bridges entered so
+    /// far).
+    #[inline]
+    fn new(frame: &'a mut Frame, displaced: Option<Owner>) -> Entered<'a> {
+        let mut entered = Entered {
+            frame,
+            displaced,
+            bridges: bridge::Entered::default(),
+        };
+        if entered.displaced.is_some() && bridge::any() {
+            // On a panic, `entered` is dropped while unwinding: the bridges entered
+            // are exited and the switch undone.
+            bridge::resume(bridge::enter(&mut entered.bridges));
+        }
+        entered
+    }
 }
 
 /// Makes the scoped owner `frame` current; `frame` then holds the displaced frame,
@@ -488,9 +542,14 @@ fn exchange(frame: &mut Frame, owner: Owner) -> Result<Owner, Kind> {
 impl Drop for Entered<'_> {
     #[inline]
     fn drop(&mut self) {
+        let panic = match self.bridges.is_empty() {
+            true => None,
+            false => bridge::exit(&mut self.bridges),
+        };
         if let Some(displaced) = self.displaced {
             let _ = swap_out(self.frame, displaced);
         }
+        bridge::resume(panic);
     }
 }
 

@@ -34,6 +34,10 @@ pub(crate) enum Kind {
     Destroyed,
     /// A key's initializer reads the key itself.
     Initializing,
+    /// The `fork` of an `inheritable_with` key reads the key itself.
+    Forking,
+    /// The `fork` of an `inheritable_with` key panicked in this owner.
+    ForkPanicked,
 }
 
 impl AccessError {
@@ -66,7 +70,26 @@ impl AccessError {
     /// N.with_mut(|_| assert!(N.try_take().unwrap_err().is_borrowed()));
     /// ```
     pub fn is_borrowed(&self) -> bool {
-        matches!(self.kind, Kind::Borrowed | Kind::Initializing)
+        matches!(
+            self.kind,
+            Kind::Borrowed | Kind::Initializing | Kind::Forking
+        )
+    }
+
+    /// The `fork` of an [`inheritable_with`](crate::Local::inheritable_with) key
+    /// panicked when this owner first used the value it inherited: the owner has no
+    /// value for the key (its creator's is unaffected).
+    ///
+    /// ```
+    /// static N: tasklocal::Local<u32> = tasklocal::Local::inheritable_with(|_| panic!("no"));
+    /// N.set(1);
+    /// # std::panic::set_hook(Box::new(|_| ()));
+    /// let err = tasklocal::Snapshot::capture().run(|| N.try_with(|n| n.copied())).unwrap_err();
+    /// assert!(err.is_fork_panicked());
+    /// assert_eq!(N.get(), Some(1));
+    /// ```
+    pub fn is_fork_panicked(&self) -> bool {
+        self.kind == Kind::ForkPanicked
     }
 
     /// The thread is exiting and its storage has already been torn down (the call
@@ -104,6 +127,14 @@ impl fmt::Display for AccessError {
             Kind::Initializing => {
                 "the initializer of this key reads the key itself: \
                  it would recurse without end"
+            }
+            Kind::Forking => {
+                "the `fork` of this `inheritable_with` key reads the key itself: \
+                 it would recurse without end"
+            }
+            Kind::ForkPanicked => {
+                "the `fork` of this `inheritable_with` key panicked when this owner first \
+                 used the value it inherited: the owner has no value for the key"
             }
             Kind::Destroyed => {
                 "the thread's tasklocal storage has already been destroyed (thread exit)"

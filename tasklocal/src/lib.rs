@@ -60,6 +60,9 @@
 //! A child owner starts with the values of [inheritable](Local::inheritable) keys as
 //! its creator had them at creation; afterwards neither sees the other's writes.
 //! Dynamic keys and non-inheritable keys are never inherited.
+//! [`isolated`] keeps the context out of children (long-lived background work),
+//! [`Local::inheritable_with`] gives each child a fork of a value, and [`Carried`] takes
+//! the context through a channel to a worker that was started before the request.
 //!
 //! When an owner ends, its [exit handlers](at_exit) run last-registered first, with
 //! all values still readable; then the values are dropped. A handler or a `Drop` may
@@ -85,6 +88,19 @@
 //!   the trace context as `traceparent`/`tracestate`; `http::ServerLayer` and
 //!   `http::ClientLayer` do it for tower services (axum, hyper, tonic).
 //!
+//! # Bridges: one current context for the whole stack
+//!
+//! Libraries that keep "current" in a thread-local of their own lose it at the next
+//! `.await`, or show it to the next task on the worker. A [`bridge`] makes such a
+//! thread-local follow tasklocal's owners: tasklocal calls it on every switch (each
+//! poll, `Snapshot::run`, teardown), so it mirrors what the owner holds.
+//!
+//! | integration | feature | what follows the task |
+//! |---|---|---|
+//! | `opentelemetry::install` | `opentelemetry` | `opentelemetry::Context::current()`: set with `opentelemetry::set_current`, inherited; with `http`, `extract`/`ServerLayer` make the caller's span the parent and `inject`/`ClientLayer` continue the active span |
+//! | `log_mdc::install` | `log-mdc` | the `log-mdc` map, so log4rs's `{X(key)}` prints the task's [`mdc`] |
+//! | [`bridge::register`] | — | any library's thread-local, with a [`bridge::Bridge`] of your own |
+//!
 //! # Performance
 //!
 //! A read of a value in a task is one thread-local access, one `RefCell` borrow and
@@ -99,7 +115,7 @@
 //!
 //! Values move with their task between threads, so they must be `Send`; inheritable
 //! values are shared with children, so they must also be `Sync` and `Clone` (copy on
-//! write). A key holds no value itself and is `Sync` for any `T`. [`Snapshot`],
+//! write), or be forked for each child ([`Local::inheritable_with`]). A key holds no value itself and is `Sync` for any `T`. [`Snapshot`],
 //! [`TaskId`] and [`AccessError`] are `Send + Sync`; a [`Task`] is `Send` when its
 //! future is.
 //!
@@ -176,9 +192,12 @@
     allow(rustdoc::broken_intra_doc_links)
 )]
 
+pub mod bridge;
+mod carried;
 mod current;
 mod dynamic;
 mod error;
+mod flow;
 #[cfg(feature = "http")]
 pub mod http;
 mod id;
@@ -186,7 +205,11 @@ mod key;
 mod local;
 #[cfg(feature = "log")]
 pub mod log;
+#[cfg(feature = "log-mdc")]
+pub mod log_mdc;
 pub mod mdc;
+#[cfg(feature = "opentelemetry")]
+pub mod opentelemetry;
 pub mod rt;
 mod snapshot;
 mod storage;
@@ -197,8 +220,10 @@ pub mod thread;
 pub mod tracing;
 mod value;
 
+pub use carried::Carried;
 pub use dynamic::{get, remove, set, take, try_remove, try_set, try_take, with, Key};
 pub use error::AccessError;
+pub use flow::isolated;
 pub use id::TaskId;
 pub use local::Local;
 pub use snapshot::Snapshot;

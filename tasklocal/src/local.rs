@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use crate::current::{self, Here};
 use crate::error::{panic_access, AccessError, Kind};
-use crate::storage::{Entry, Small, Storage, Value};
+use crate::storage::{Entry, Forked, Small, Storage, Value};
 
 /// A typed key: each owner (task, thread, snapshot run) has its own value for it —
 /// Java's `ThreadLocal<T>`, tokio's `task_local!`, go-tls's `Set`/`Get` with a type.
@@ -58,7 +58,9 @@ use crate::storage::{Entry, Small, Storage, Value};
 /// computed on the owner's first access and stored. A key made with
 /// [`inheritable`](Self::inheritable) gives a child owner its creator's value as of
 /// the child's creation; the child's first write copies it (copy on write), and no
-/// write on either side is seen by the other.
+/// write on either side is seen by the other. A key made with
+/// [`inheritable_with`](Self::inheritable_with) gives a child `fork(&value)` instead,
+/// computed on the child's first access.
 ///
 /// # Panics
 ///
@@ -88,6 +90,8 @@ pub struct Local<T: 'static> {
     index: KeyIndex,
     init: Option<fn() -> T>,
     shared: Option<SharedOps<T>>,
+    /// How a child's value is made from its creator's (`inheritable_with`).
+    fork: Option<fn(&T) -> T>,
     _values: PhantomData<fn() -> T>,
 }
 
@@ -119,7 +123,7 @@ impl<T: Clone + Send + Sync + 'static> SharedOps<T> {
                 let shared = shared.downcast::<T>().ok()?;
                 Some(Arc::try_unwrap(shared).unwrap_or_else(|shared| T::clone(&shared)))
             }
-            Entry::Empty | Entry::Lent => None,
+            Entry::Empty | Entry::Lent | Entry::Fork(_) => None,
         },
         make_mut: |entry| {
             if let Entry::Value(shared) = entry {
@@ -129,6 +133,31 @@ impl<T: Clone + Send + Sync + 'static> SharedOps<T> {
                 }
             }
             unique_mut(entry)
+        },
+    };
+}
+
+impl<T: Send + Sync + 'static> SharedOps<T> {
+    /// For `inheritable_with` keys: values are never copied but by `fork`, which the
+    /// callers of `owned` and `make_mut` run when a value is shared.
+    const FORK: SharedOps<T> = SharedOps {
+        share: |value| {
+            Entry::Fork(Arc::new(Forked {
+                owner: Forked::FRESH,
+                epoch: 0,
+                value: Box::new(value),
+            }))
+        },
+        owned: |entry| match entry {
+            Entry::Fork(forked) => match Arc::try_unwrap(forked).ok()?.value.downcast::<T>() {
+                Ok(value) => Some(*value),
+                Err(_) => None,
+            },
+            _ => None,
+        },
+        make_mut: |entry| match entry {
+            Entry::Fork(forked) => Arc::get_mut(forked)?.value.downcast_mut(),
+            _ => None,
         },
     };
 }
@@ -221,6 +250,7 @@ impl<T: 'static> Local<T> {
             index: KeyIndex::new(),
             init: None,
             shared: None,
+            fork: None,
             _values: PhantomData,
         }
     }
@@ -237,6 +267,7 @@ impl<T: 'static> Local<T> {
             index: KeyIndex::new(),
             init: Some(init),
             shared: None,
+            fork: None,
             _values: PhantomData,
         }
     }
@@ -264,6 +295,7 @@ impl<T: Clone + Send + Sync + 'static> Local<T> {
             index: KeyIndex::new(),
             init: None,
             shared: Some(SharedOps::<T>::OPS),
+            fork: None,
             _values: PhantomData,
         }
     }
@@ -282,6 +314,92 @@ impl<T: Clone + Send + Sync + 'static> Local<T> {
             index: KeyIndex::new(),
             init: Some(init),
             shared: Some(SharedOps::<T>::OPS),
+            fork: None,
+            _values: PhantomData,
+        }
+    }
+}
+
+impl<T: Send + Sync + 'static> Local<T> {
+    /// An inherited key whose value a child owner starts with as `fork(&value)`, made
+    /// from its creator's value as of the child's creation — Kotlin's `copyForChild`,
+    /// TransmittableThreadLocal's `copy`. `T` need not be `Clone`: `fork` is how the key
+    /// copies. Use it for values a child must not share as they are: a budget split
+    /// between children, a depth that grows, a span whose children are new spans.
+    ///
+    /// ```
+    /// use tasklocal::Local;
+    ///
+    /// /// How deep in the spawn tree the code runs.
+    /// static DEPTH: Local<u32> = Local::inheritable_with(|depth| depth + 1);
+    ///
+    /// DEPTH.set(0);
+    /// let child = tasklocal::thread::spawn(|| {
+    ///     let mine = DEPTH.get();
+    ///     let grandchild = tasklocal::thread::spawn(|| DEPTH.get()).join().unwrap();
+    ///     (mine, grandchild)
+    /// });
+    /// assert_eq!(child.join().unwrap(), (Some(1), Some(2)));
+    /// assert_eq!(DEPTH.get(), Some(0));
+    /// ```
+    ///
+    /// # When `fork` runs
+    ///
+    /// Capturing stays O(1) whatever the number of keys: nothing is forked when a child
+    /// is created. A child runs `fork` on its first access to the key — [`get`](Self::get),
+    /// [`with`](Self::with), [`with_mut`](Self::with_mut), [`take`](Self::take),
+    /// [`replace`](Self::replace) — once, and keeps the result as its own value; further
+    /// accesses read that. The value forked is the creator's as of the child's
+    /// creation (later writes of the creator are not seen). A child that never accesses
+    /// the key never runs `fork`, and neither does one that [`set`](Self::set)s it
+    /// first; such a child passes on what it inherited unforked, so its own children
+    /// fork from that (an owner that never looked at the key is transparent).
+    /// [`is_set`](Self::is_set) does not fork. `fork` runs in the child, with the
+    /// child's storage current, and may use the API — except this key, which fails
+    /// with [`is_borrowed`](crate::AccessError::is_borrowed).
+    ///
+    /// # Writes
+    ///
+    /// [`set`](Self::set), [`replace`](Self::replace) and [`scope`](Self::scope) store a
+    /// new value and copy nothing. A value captured since it was stored (by a spawn, a
+    /// [`Snapshot`](crate::Snapshot), a [`Carried`](crate::Carried)) must stay as it was
+    /// for the children still to fork it, so the owner does not change it in place; with
+    /// no `Clone`, `fork` is the only copy: [`with_mut`](Self::with_mut) of such a value
+    /// works on `fork(&value)`, which becomes the owner's value (changed in place by
+    /// further `with_mut`s until the next capture), and [`take`](Self::take) and
+    /// [`replace`](Self::replace) return `fork(&value)`. Whether a capture happened is
+    /// what counts, not whether it is still alive, so the outcome never depends on
+    /// timing. A value not captured since it was stored is changed or moved out as it
+    /// is. To replace the owner's value with no `fork`, [`set`](Self::set) a new one.
+    ///
+    /// # When `fork` panics
+    ///
+    /// The panic is caught: the access that forked fails — `try_` forms return an
+    /// error for which [`is_fork_panicked`](crate::AccessError::is_fork_panicked) is
+    /// true, the others panic with that message — and the child drops its reference
+    /// to the inherited value and has no value for the key from then on (as if
+    /// unset; nothing is leaked, nothing is retried). The creator's value is
+    /// unaffected. A panic of `fork` while it copies a captured value of the owner's
+    /// own (see Writes) propagates: [`with_mut`](Self::with_mut) leaves the value as
+    /// it was; [`take`](Self::take) and [`replace`](Self::replace) have removed it
+    /// (the captured contexts keep theirs).
+    ///
+    /// ```
+    /// static N: tasklocal::Local<String> = tasklocal::Local::inheritable_with(|_| panic!("fork"));
+    /// N.set("mine".into());
+    /// # std::panic::set_hook(Box::new(|_| ()));
+    /// tasklocal::Snapshot::capture().run(|| {
+    ///     assert!(N.try_with(|_| ()).unwrap_err().is_fork_panicked());
+    ///     assert_eq!(N.get(), None); // nothing inherited
+    /// });
+    /// assert_eq!(N.get().as_deref(), Some("mine"));
+    /// ```
+    pub const fn inheritable_with(fork: fn(&T) -> T) -> Self {
+        Local {
+            index: KeyIndex::new(),
+            init: None,
+            shared: Some(SharedOps::<T>::FORK),
+            fork: Some(fork),
             _values: PhantomData,
         }
     }
@@ -291,13 +409,21 @@ impl<T: Clone + Send + Sync + 'static> Local<T> {
     /// This key's index and `value` in inheritable form; `None` for a key that is not
     /// inheritable.
     pub(crate) fn inherited_entry(&self, value: T) -> Option<(usize, Entry)> {
-        Some((self.index(), (self.shared?.share)(value)))
+        let mut entry = (self.shared?.share)(value);
+        if let Entry::Fork(forked) = &mut entry {
+            // In a snapshot: every owner seeded from it forks the value.
+            if let Some(forked) = Arc::get_mut(forked) {
+                forked.owner = Forked::NOBODY;
+            }
+        }
+        Some((self.index(), entry))
     }
 
-    /// This key's value in a table of inherited entries.
+    /// This key's value in a table of inherited entries (of an `inheritable_with` key:
+    /// as captured, not forked).
     pub(crate) fn inherited_value(&self, entries: &[Entry]) -> Option<T> {
         self.shared?;
-        entries.get(self.index())?.get::<T>().cloned()
+        entries.get(self.index())?.get_any::<T>().cloned()
     }
 }
 
@@ -356,8 +482,110 @@ impl<T: Send + 'static> Local<T> {
     fn unwrap_raw(&self, raw: Raw) -> Option<T> {
         match raw {
             Raw::Local(value) => value?.downcast::<T>().ok(),
+            Raw::Shared(Entry::Fork(forked))
+                if Arc::strong_count(&forked) > 1 || forked.epoch != captures() =>
+            {
+                // Captured since it was stored: the captured context keeps it, the
+                // owner's copy is a fork.
+                Some((self.fork?)(forked.value.downcast_ref::<T>()?))
+            }
             Raw::Shared(entry) => (self.shared?.owned)(entry),
         }
+    }
+
+    /// `value` as the entry of an `inheritable_with` key owned by the storage `owner`,
+    /// whose captures count `epoch`.
+    fn owned_entry(&self, value: T, owner: u64, epoch: u64) -> Entry {
+        let Some(ops) = self.shared else {
+            return Entry::Empty;
+        };
+        let mut entry = (ops.share)(value);
+        if let Entry::Fork(forked) = &mut entry {
+            if let Some(forked) = Arc::get_mut(forked) {
+                forked.owner = owner;
+                forked.epoch = epoch;
+            }
+        }
+        entry
+    }
+
+    /// For an `inheritable_with` key: makes the current owner's value its own, forking
+    /// the value it inherited if it has not done so yet (see
+    /// [`inheritable_with`](Local::inheritable_with)).
+    #[inline]
+    fn own_fork(&'static self) -> Result<(), AccessError> {
+        match self.fork {
+            Some(fork) => self.own_fork_with(fork),
+            None => Ok(()),
+        }
+    }
+
+    #[inline(never)]
+    fn own_fork_with(&'static self, fork: fn(&T) -> T) -> Result<(), AccessError> {
+        let index = self.index();
+        let borrowed = || AccessError::new(Kind::Borrowed);
+        // The inherited entry waiting for its fork, if any.
+        let pending = current::read(|here| match here {
+            Here::Storage(storage) => {
+                let inherited = storage.inherited.try_borrow().map_err(|_| borrowed())?;
+                Ok(
+                    match inherited.as_ref().and_then(|entries| entries.get(index)) {
+                        Some(Entry::Fork(forked)) if forked.owner != storage.id.as_u64() => {
+                            Some(forked.clone())
+                        }
+                        _ => None,
+                    },
+                )
+            }
+            Here::Seed(seed) => Ok(match seed.and_then(|entries| entries.get(index)) {
+                Some(Entry::Fork(forked)) => Some(forked.clone()),
+                _ => None,
+            }),
+            Here::Denied(Kind::Borrowed) => Err(borrowed()),
+            Here::Denied(_) => Ok(None),
+        })?;
+        let Some(source) = pending else {
+            return Ok(());
+        };
+        let Some(value) = source.value.downcast_ref::<T>() else {
+            return Ok(());
+        };
+        // `fork` runs with no borrow held; reading this key from inside it would fork
+        // again without end.
+        let running = Initializing::enter(self as *const Self as usize)
+            .map_err(|_| AccessError::new(Kind::Forking))?;
+        let forked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fork(value)));
+        drop(running);
+        let panicked = forked.is_err();
+        let entry = match forked {
+            Ok(value) => Some(value),
+            Err(payload) => {
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(payload)));
+                None
+            }
+        };
+        // Stored in place of the inherited entry, unless `fork` wrote the key itself.
+        let displaced = current::write(|storage| {
+            let own = match entry {
+                Some(value) => self.owned_entry(value, storage.id.as_u64(), storage.stored_fork()),
+                None => Entry::Empty,
+            };
+            storage
+                .inherited_mut(|entries| match entries.get_mut(index) {
+                    Some(slot) if matches!(&*slot, Entry::Fork(f) if Arc::ptr_eq(f, &source)) => {
+                        std::mem::replace(slot, own)
+                    }
+                    _ => own,
+                })
+                .ok_or_else(borrowed)
+        });
+        // Dropped with no borrow held: a `Drop` may use the API.
+        drop(source);
+        drop(displaced??);
+        if panicked {
+            return Err(AccessError::new(Kind::ForkPanicked));
+        }
+        Ok(())
     }
 
     fn wrap(&self, value: T) -> Raw {
@@ -517,6 +745,7 @@ impl<T: Send + 'static> Local<T> {
     /// assert_eq!(N.try_replace(1), Ok(None));
     /// ```
     pub fn try_replace(&'static self, value: T) -> Result<Option<T>, AccessError> {
+        self.own_fork()?;
         let old = self.swap_raw(self.wrap(value))?;
         Ok(self.unwrap_raw(old))
     }
@@ -547,6 +776,7 @@ impl<T: Send + 'static> Local<T> {
     /// assert_eq!(N.try_take(), Ok(None));
     /// ```
     pub fn try_take(&'static self) -> Result<Option<T>, AccessError> {
+        self.own_fork()?;
         match self.visit(|_| (), false)? {
             Visit::Ran(()) | Visit::Lent(_) => {}
             // Nothing to take: do not create a storage for it.
@@ -622,6 +852,7 @@ impl<T: Send + 'static> Local<T> {
         f: impl FnOnce(Option<&T>) -> R,
         initialize: bool,
     ) -> Result<R, AccessError> {
+        self.own_fork()?;
         let mut f = Some(f);
         // An inheritable value is read through a clone of its entry, so that `f` runs
         // with no borrow held.
@@ -633,7 +864,7 @@ impl<T: Send + 'static> Local<T> {
             };
         };
         match visit {
-            Visit::Lent(entry) => Ok(f(entry.get::<T>())),
+            Visit::Lent(entry) => Ok(f(entry.get_any::<T>())),
             Visit::Missing if initialize && self.init.is_some() => {
                 self.store_initial()?;
                 self.with_slow(f, false)
@@ -680,6 +911,7 @@ impl<T: Send + 'static> Local<T> {
         &'static self,
         f: impl FnOnce(&mut T) -> R,
     ) -> Result<Option<R>, AccessError> {
+        self.own_fork()?;
         match self.visit(|_| (), false)? {
             Visit::Ran(()) | Visit::Lent(_) => {}
             Visit::Missing if self.init.is_some() => self.store_initial()?,
@@ -703,18 +935,34 @@ impl<T: Send + 'static> Local<T> {
         let entry = current::write(|storage| {
             let taken = storage.inherited_mut(|entries| match entries.get_mut(index) {
                 Some(Entry::Lent) => Err(AccessError::new(Kind::Borrowed)),
-                Some(entry @ (Entry::Value(_) | Entry::Small(_))) => {
+                Some(entry @ (Entry::Value(_) | Entry::Small(_) | Entry::Fork(_))) => {
                     Ok(Some(std::mem::replace(entry, Entry::Lent)))
                 }
                 _ => Ok(None),
             });
             let taken = taken.unwrap_or(Err(AccessError::new(Kind::Borrowed)))?;
             if taken.is_some() {
-                storage.lent.set(storage.lent.get() + 1);
+                storage.lend();
             }
-            Ok(taken)
+            Ok((taken, storage.captures.get()))
         })??;
+        let (entry, captures) = entry;
         let mut lent = LentBack { index, entry };
+        if let (Some(fork), Some(Entry::Fork(forked))) = (self.fork, lent.entry.as_mut()) {
+            if forked.epoch != captures || Arc::get_mut(forked).is_none() {
+                // Captured since it was stored: the captured context keeps it as it
+                // was, the owner's copy is a fork (the key has no other way to copy).
+                if let Some(value) = forked.value.downcast_ref::<T>() {
+                    let copy = fork(value);
+                    // Read after `fork`, which may capture.
+                    let epoch = current::write(|storage| storage.stored_fork()).unwrap_or(captures);
+                    let copy = self.owned_entry(copy, forked.owner, epoch);
+                    if let Entry::Fork(copy) = copy {
+                        *forked = copy;
+                    }
+                }
+            }
+        }
         Ok(lent.entry.as_mut().and_then(ops.make_mut).map(f))
     }
 
@@ -793,7 +1041,7 @@ impl Drop for LentBack {
         };
         let index = self.index;
         let rejected = current::write(|storage| {
-            storage.lent.set(storage.lent.get().saturating_sub(1));
+            storage.unlend();
             storage
                 .inherited_mut(|entries| match entries.get_mut(index) {
                     Some(slot @ Entry::Lent) => {
@@ -885,6 +1133,18 @@ impl<T: Send + Clone + 'static> Local<T> {
     #[inline(never)]
     fn try_get_miss(&'static self) -> Result<Option<T>, AccessError> {
         let index = self.index();
+        if self.is_inheritable() {
+            // A scoped owner with no storage yet (a child that only reads what it
+            // inherited): straight from its seed.
+            let seeded = current::with_scoped_frame(|frame| match frame {
+                // A value to fork, or none: the general path.
+                Err(seed) => seed.get(index)?.get::<T>().cloned(),
+                Ok(_) => None,
+            });
+            if let Some(value) = seeded {
+                return Ok(Some(value));
+            }
+        }
         match current::with_storage(|storage| self.read_in(storage, index)) {
             Some(value) => Ok(Some(value)),
             None => self.get_slow(),
@@ -906,6 +1166,7 @@ impl<T: Send + Clone + 'static> Local<T> {
 
     #[inline(never)]
     fn get_slow(&'static self) -> Result<Option<T>, AccessError> {
+        self.own_fork()?;
         match self.visit(T::clone, false)? {
             Visit::Ran(value) => Ok(Some(value)),
             _ => self.with_slow(|value| value.cloned(), true),
@@ -936,6 +1197,14 @@ fn replace_local<T: 'static>(storage: &Storage, index: usize, value: &mut Option
     Some(std::mem::replace(present, value.take()?))
 }
 
+/// How many times the current owner's inheritable values were captured.
+fn captures() -> u64 {
+    current::read(|here| match here {
+        Here::Storage(storage) => storage.captures.get(),
+        _ => 0,
+    })
+}
+
 fn visit_entry<T: 'static, R>(
     entry: Option<&Entry>,
     f: impl FnOnce(&T) -> R,
@@ -945,7 +1214,7 @@ fn visit_entry<T: 'static, R>(
         Some(Entry::Lent) => return Err(AccessError::new(Kind::Borrowed)),
         Some(entry) if lend && !matches!(entry, Entry::Empty) => Visit::Lent(entry.clone()),
         Some(entry) => entry
-            .get::<T>()
+            .get_any::<T>()
             .map_or(Visit::Missing, |value| Visit::Ran(f(value))),
         None => Visit::Missing,
     })
@@ -959,8 +1228,17 @@ fn swap_in(storage: &Storage, index: usize, raw: Raw) -> Result<Raw, AccessError
             let mut slot = cell.try_borrow_mut().map_err(|_| borrowed())?;
             Ok(Raw::Local(std::mem::replace(&mut *slot, value)))
         }
-        Raw::Shared(entry) => storage
+        Raw::Shared(mut entry) => storage
             .inherited_mut(|entries| {
+                if let Entry::Fork(forked) = &mut entry {
+                    // A value just written: this owner's own.
+                    if let Some(forked) = Arc::get_mut(forked) {
+                        if forked.owner == Forked::FRESH {
+                            forked.owner = storage.id.as_u64();
+                            forked.epoch = storage.stored_fork();
+                        }
+                    }
+                }
                 if entries.len() <= index {
                     entries.resize_with(index + 1, Entry::default);
                 }

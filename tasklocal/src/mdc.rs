@@ -62,6 +62,27 @@ use crate::local::Local;
 /// The current owner's map.
 static MDC: Local<Map> = Local::inheritable();
 
+/// Called after every change of the current owner's map, once set: how the
+/// `log-mdc` bridge shows changes at once. (A function pointer: the core knows no
+/// integration.)
+#[cfg(feature = "log-mdc")]
+static ON_CHANGE: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
+
+/// Sets the function called after every change of the current owner's map.
+#[cfg(feature = "log-mdc")]
+pub(crate) fn on_change(f: fn()) {
+    let _ = ON_CHANGE.set(f);
+}
+
+/// The current owner's map changed.
+#[inline]
+fn changed() {
+    #[cfg(feature = "log-mdc")]
+    if let Some(f) = ON_CHANGE.get() {
+        f();
+    }
+}
+
 /// One entry; shared between the copies of a map.
 #[derive(Debug)]
 pub(crate) struct Pair {
@@ -171,14 +192,13 @@ pub fn try_insert(key: impl Into<String>, value: impl Into<String>) -> Result<()
             map.insert(key, value);
         }
     })?;
-    match (inserted, pair) {
-        (None, Some((key, value))) => {
-            let mut map = Map::default();
-            map.insert(key, value);
-            MDC.try_set(map)
-        }
-        _ => Ok(()),
+    if let (None, Some((key, value))) = (inserted, pair) {
+        let mut map = Map::default();
+        map.insert(key, value);
+        MDC.try_set(map)?;
     }
+    changed();
+    Ok(())
 }
 
 /// Inserts every pair, in order, as [`insert`] would; the map is copied at most once.
@@ -227,6 +247,7 @@ pub fn try_extend<K: Into<String>, V: Into<String>>(
         }
         MDC.try_set(map)?;
     }
+    changed();
     Ok(())
 }
 
@@ -272,7 +293,9 @@ pub fn try_remove(key: &str) -> Result<Option<String>, AccessError> {
         // storage, this is still the write it was meant to be.
         return writable().map(|()| None);
     }
-    Ok(MDC.try_with_mut(|map| map.remove(key))?.flatten())
+    let removed = MDC.try_with_mut(|map| map.remove(key))?.flatten();
+    changed();
+    Ok(removed)
 }
 
 /// Removes every entry (SLF4J `MDC.clear`).
@@ -300,7 +323,9 @@ pub fn clear() {
 /// assert!(tasklocal::mdc::try_clear().is_ok());
 /// ```
 pub fn try_clear() -> Result<(), AccessError> {
-    MDC.try_take().map(drop)
+    MDC.try_take()?;
+    changed();
+    Ok(())
 }
 
 /// Runs `f` with `pairs` inserted (as [`extend`] would) on top of the current map, then
@@ -350,6 +375,7 @@ pub fn try_scope<K: Into<String>, V: Into<String>, R>(
     }
     let old = MDC.try_replace(map)?;
     let _restore = Restore { old: Some(old) };
+    changed();
     Ok(f())
 }
 
@@ -367,6 +393,7 @@ impl Drop for Restore {
             Some(None) => MDC.try_take().map(drop),
             None => Ok(()),
         };
+        changed();
     }
 }
 

@@ -119,7 +119,8 @@ impl Snapshot {
     }
 
     /// The value of the inheritable `key` in this snapshot (initial values are not
-    /// computed).
+    /// computed; the value of an [`inheritable_with`](Local::inheritable_with) key as
+    /// captured, not forked).
     ///
     /// ```
     /// static N: tasklocal::Local<u32> = tasklocal::Local::inheritable();
@@ -155,7 +156,7 @@ impl fmt::Debug for Snapshot {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let values = self.inherited.as_ref().map_or(0, |i| {
             i.iter()
-                .filter(|e| matches!(e, Entry::Value(_) | Entry::Small(_)))
+                .filter(|e| matches!(e, Entry::Value(_) | Entry::Small(_) | Entry::Fork(_)))
                 .count()
         });
         f.debug_struct("Snapshot").field("values", &values).finish()

@@ -33,7 +33,35 @@ pub(crate) enum Entry {
     Small(Small),
     /// The value is taken out by a `with_mut` further up this thread's stack.
     Lent,
+    /// A value of an `inheritable_with` key: its own owner's value, in any other owner
+    /// an inherited one, forked before its first use there.
+    Fork(Arc<Forked>),
 }
+
+/// A value of an `inheritable_with` key, and the storage it belongs to.
+pub(crate) struct Forked {
+    /// The [`TaskId`] of the storage whose own value this is, or [`Forked::FRESH`] or
+    /// [`Forked::NOBODY`].
+    pub(crate) owner: u64,
+    /// The owner's [`Storage::captures`] when the value was stored.
+    pub(crate) epoch: u64,
+    pub(crate) value: Box<dyn Any + Send + Sync>,
+}
+
+impl Forked {
+    /// Made by a write and not stored yet: the storage it goes to adopts it.
+    pub(crate) const FRESH: u64 = 0;
+    /// Put into a snapshot: every owner seeded from it forks it.
+    pub(crate) const NOBODY: u64 = u64::MAX;
+}
+/// The bit of [`Storage::lent`] set while `tasklocal::isolated` runs in the owner.
+const ISOLATED: usize = 1 << (usize::BITS - 1);
+/// The bit of [`Storage::lent`] set while a [`Forked`] value was stored since the
+/// last capture.
+const UNCAPTURED: usize = 1 << (usize::BITS - 2);
+/// The bits of [`Storage::lent`] that count values lent to `with_mut`.
+const LENT: usize = !(ISOLATED | UNCAPTURED);
+
 /// An exit handler.
 pub(crate) type Handler = Box<dyn FnOnce() + Send>;
 
@@ -126,8 +154,14 @@ pub(crate) struct Storage {
     pub(crate) locals: Cells<Value>,
     /// Values of inheritable typed keys; `None` until the first one is present.
     pub(crate) inherited: RefCell<Option<Inherited>>,
-    /// How many inheritable values are taken out by a `with_mut` right now.
+    /// How many inheritable values are taken out by a `with_mut` right now, plus
+    /// [`ISOLATED`] while `tasklocal::isolated` runs in this owner, plus [`UNCAPTURED`]
+    /// while a [`Forked`] value was stored since the last capture. Any of them sends
+    /// capture off its fast path, which so pays nothing for isolation and forks.
     pub(crate) lent: Cell<usize>,
+    /// How many captures found an [`UNCAPTURED`] value: a [`Forked`] value whose
+    /// `epoch` differs was captured since it was stored, and is never changed in place.
+    pub(crate) captures: Cell<u64>,
     /// Dynamic keys, created on first use.
     pub(crate) dynamic: OnceCell<Box<Dynamic>>,
     handlers: RefCell<Vec<Handler>>,
@@ -143,6 +177,16 @@ impl Entry {
             _ => None,
         }
     }
+
+    /// The value, if there is one and it is a `T`, whichever owner it belongs to (an
+    /// `inheritable_with` value is read only once it is the current owner's own).
+    #[inline]
+    pub(crate) fn get_any<T: 'static>(&self) -> Option<&T> {
+        match self {
+            Entry::Fork(forked) => forked.value.downcast_ref(),
+            _ => self.get(),
+        }
+    }
 }
 
 impl Storage {
@@ -152,6 +196,7 @@ impl Storage {
             locals: Cells::new(),
             inherited: RefCell::new(seed),
             lent: Cell::new(0),
+            captures: Cell::new(0),
             dynamic: OnceCell::new(),
             handlers: RefCell::new(Vec::new()),
         })
@@ -171,11 +216,21 @@ impl Storage {
 
     /// The inheritable values, to seed a child: one reference-count increment, unless
     /// a `with_mut` has a value out right now (then those keys are left out).
+    /// Inside `tasklocal::isolated`, nothing.
     #[inline]
     pub(crate) fn capture(&self) -> Option<Inherited> {
+        let lent = self.lent.get();
+        if lent & ISOLATED != 0 {
+            return None;
+        }
         let inherited = self.inherited.try_borrow().ok()?;
         let table = inherited.as_ref()?;
-        if self.lent.get() == 0 {
+        if lent & UNCAPTURED != 0 {
+            // The values stored so far are captured from now on.
+            self.captures.set(self.captures.get().wrapping_add(1));
+            self.lent.set(lent & !UNCAPTURED);
+        }
+        if lent & LENT == 0 {
             return Some(table.clone());
         }
         Some(without_lent(table))
@@ -189,6 +244,35 @@ impl Storage {
             return None;
         }
         Some(self.inherited.try_borrow().ok()?.clone())
+    }
+
+    /// Marks one more inheritable value as taken out by a `with_mut`.
+    pub(crate) fn lend(&self) {
+        self.lent.set(self.lent.get() + 1);
+    }
+
+    /// Undoes [`lend`](Self::lend).
+    pub(crate) fn unlend(&self) {
+        let lent = self.lent.get();
+        if lent & LENT != 0 {
+            self.lent.set(lent - 1);
+        }
+    }
+
+    /// Notes that a [`Forked`] value is stored now (so that the next capture counts);
+    /// returns the `epoch` to give it.
+    pub(crate) fn stored_fork(&self) -> u64 {
+        self.lent.set(self.lent.get() | UNCAPTURED);
+        self.captures.get()
+    }
+
+    /// Starts (`true`) or ends isolation (`tasklocal::isolated`): the children of this
+    /// owner inherit nothing. Returns the previous state.
+    pub(crate) fn set_isolated(&self, isolated: bool) -> bool {
+        let lent = self.lent.get();
+        let flag = if isolated { ISOLATED } else { 0 };
+        self.lent.set(lent & !ISOLATED | flag);
+        lent & ISOLATED != 0
     }
 
     /// Runs `f` on the inheritable entries, unshared first (copy on write).
@@ -323,6 +407,35 @@ mod tests {
         assert!(cells.get(200_000).is_none());
         let n = cells.iter().filter(|c| c.borrow().is_some()).count();
         assert_eq!(n, 8);
+    }
+
+    #[test]
+    fn isolation_forks_and_lending_share_one_word_without_mixing() {
+        let storage = Storage::new(Some(Arc::new(vec![Entry::Small(Small::U8(1))])));
+        assert!(storage.capture().is_some());
+        assert_eq!(storage.captures.get(), 0, "no fork stored: nothing counted");
+        assert!(!storage.set_isolated(true));
+        storage.lend();
+        assert!(storage.capture().is_none(), "isolated");
+        assert!(storage.capture_unlent().is_none(), "the fast path declines");
+        storage.unlend();
+        storage.unlend(); // one too many leaves the flags alone
+        assert!(storage.set_isolated(false));
+        assert_eq!(storage.lent.get(), 0);
+        let epoch = storage.stored_fork();
+        assert!(
+            storage.capture_unlent().is_none(),
+            "a stored fork sends capture off the fast path"
+        );
+        assert!(storage.capture().is_some());
+        assert_eq!(storage.captures.get(), epoch + 1);
+        assert_eq!(storage.lent.get(), 0);
+        assert!(storage.capture_unlent().is_some());
+        assert_eq!(
+            storage.captures.get(),
+            epoch + 1,
+            "counted once per stored fork"
+        );
     }
 
     #[test]

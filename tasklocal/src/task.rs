@@ -7,6 +7,7 @@ use std::task::{Context, Poll};
 
 use pin_project_lite::pin_project;
 
+use crate::bridge;
 use crate::current::{self, Frame};
 use crate::snapshot::Snapshot;
 
@@ -123,6 +124,9 @@ impl<F: Future> Future for Task<F> {
     type Output = F::Output;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        if bridge::any() {
+            return poll_bridged(self, cx);
+        }
         let this = self.project();
         let mut future = this.future;
         let poll = current::entered(this.frame, || {
@@ -142,6 +146,29 @@ impl<F: Future> Future for Task<F> {
         }
         poll
     }
+}
+
+/// [`Task::poll`] when [bridges](crate::bridge) are registered: the same, entered
+/// through the guard that calls them.
+#[cold]
+#[inline(never)]
+fn poll_bridged<F: Future>(task: Pin<&mut Task<F>>, cx: &mut Context<'_>) -> Poll<F::Output> {
+    let this = task.project();
+    let mut future = this.future;
+    let poll = current::entered_bridged(this.frame, || {
+        let Some(inner) = future.as_mut().as_pin_mut() else {
+            polled_after_completion()
+        };
+        let poll = inner.poll(cx);
+        if poll.is_ready() {
+            future.set(None);
+        }
+        poll
+    });
+    if poll.is_ready() {
+        current::end_outlined(this.frame);
+    }
+    poll
 }
 
 #[cold]

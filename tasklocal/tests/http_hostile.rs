@@ -3,6 +3,8 @@
 //! also against a running axum server on the loopback interface.
 #![cfg(all(feature = "http", feature = "tokio"))]
 
+mod support;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -11,6 +13,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::TestRunner;
+use support::runtime::multi_thread;
 use tasklocal::http::baggage::{Baggage, MAX_BYTES, MAX_MEMBERS};
 use tasklocal::http::{extract, inject, TraceContext, TraceParent, TraceState};
 use tasklocal::{mdc, Snapshot};
@@ -425,10 +428,7 @@ mod server {
         let app = axum::Router::new()
             .route("/", get(context))
             .layer(tasklocal::http::ServerLayer);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        addr
+        support::loopback::serve(app).await
     }
 
     /// Sends `head` as it is and returns the status code and body.
@@ -468,11 +468,7 @@ mod server {
 
     #[test]
     fn a_running_server_survives_hostile_headers() {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = multi_thread(2);
         rt.block_on(async {
             let addr = start().await;
             // Hostile header lines: any bytes but CR and LF (those end the line at the

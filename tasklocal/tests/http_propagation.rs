@@ -3,9 +3,13 @@
 //! and the tower layers on axum and on a tower client.
 #![cfg(all(feature = "http", feature = "tokio", feature = "rayon"))]
 
+mod support;
+
 use std::convert::Infallible;
 
 use http::{HeaderMap, HeaderValue, Request};
+use support::pairs;
+use support::runtime::{current_thread, multi_thread};
 use tasklocal::http::{
     dropped_members, extract, inject, propagate, Baggage, ClientLayer, ServerLayer, TraceContext,
     TraceParent,
@@ -36,12 +40,6 @@ fn injected(seed: &Snapshot, setup: impl FnOnce()) -> HeaderMap {
 
 fn traceparent(headers: &HeaderMap) -> TraceParent {
     TraceParent::parse(headers["traceparent"].to_str().unwrap()).unwrap()
-}
-
-fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
-    list.iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
 }
 
 #[test]
@@ -80,10 +78,7 @@ fn the_request_context_is_inherited_by_tasks_threads_and_pools() {
         )
     };
     let expected = (Some("r-9".to_owned()), Some(TRACE_ID.to_owned()));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .build()
-        .unwrap();
+    let rt = multi_thread(2);
     let (task, blocking, thread, pool) = rt.block_on(extract(&incoming).task(async move {
         let task = tasklocal::spawn(async move { seen() }).await.unwrap();
         let blocking = tasklocal::spawn_blocking(seen).await.unwrap();
@@ -301,9 +296,7 @@ fn baggage_current_is_what_inject_writes() {
 
 #[test]
 fn a_plain_tokio_task_injects_an_empty_context_without_panicking() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap();
+    let rt = current_thread();
     let out = rt.block_on(async {
         tokio::spawn(async {
             let mut out = HeaderMap::new();
@@ -334,10 +327,7 @@ fn the_server_layer_runs_each_axum_request_in_its_own_context() {
     let app = axum::Router::new()
         .route("/", get(handler))
         .layer(ServerLayer);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .build()
-        .unwrap();
+    let rt = multi_thread(2);
     let replies = rt.block_on(async {
         let requests = (0..50).map(|i| {
             let app = app.clone();
@@ -372,9 +362,7 @@ fn the_client_layer_injects_in_the_callers_context() {
     let client = ClientLayer.layer(service_fn(|request: Request<()>| async move {
         Ok::<_, Infallible>(request.headers().clone())
     }));
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap();
+    let rt = current_thread();
     let incoming = headers(&[("traceparent", &format!("00-{TRACE_ID}-{PARENT_ID}-01"))]);
     let sent = rt.block_on(extract(&incoming).task(async move {
         mdc::insert("request_id", "r-5");
@@ -423,10 +411,7 @@ fn server_to_client_through_both_layers() {
 #[test]
 fn both_layers_over_the_network_in_automatic_mode() {
     use axum::routing::get;
-    use http_body_util::{BodyExt, Empty};
-    use hyper::body::Bytes;
-    use hyper_util::client::legacy::Client;
-    use hyper_util::rt::TokioExecutor;
+    use support::loopback;
 
     async fn handler() -> String {
         // A plain `tokio::spawn`: in automatic mode it inherits the request's context.
@@ -439,20 +424,14 @@ fn both_layers_over_the_network_in_automatic_mode() {
         .unwrap()
     }
 
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    builder.worker_threads(2).enable_all();
-    tasklocal::tokio::install(&mut builder);
-    let rt = builder.build().unwrap();
+    let rt = support::automatic::multi_thread(2);
     rt.block_on(async {
         let app = axum::Router::new()
             .route("/", get(handler))
             .layer(ServerLayer);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let addr = loopback::serve(app).await;
 
-        let client =
-            ClientLayer.layer(Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>());
+        let client = ClientLayer.layer(loopback::client());
         let calls = (0..20).map(|i| {
             let client = client.clone();
             // Plain tasks with storage of their own: the MDC is writable here.
@@ -461,12 +440,11 @@ fn both_layers_over_the_network_in_automatic_mode() {
                 TraceContext::new_trace().set_current();
                 let trace = TraceContext::current().unwrap().traceparent().trace_id();
                 let request = Request::get(format!("http://{addr}/"))
-                    .body(Empty::new())
+                    .body(http_body_util::Empty::new())
                     .unwrap();
                 let response = client.oneshot(request).await.unwrap();
-                let body = response.into_body().collect().await.unwrap().to_bytes();
                 (
-                    String::from_utf8(body.to_vec()).unwrap(),
+                    loopback::body_text(response).await,
                     format!("r-{i} {trace}"),
                 )
             })

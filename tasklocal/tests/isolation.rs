@@ -2,6 +2,8 @@
 //! another owner. Tasks migrate between worker threads, interleave on one thread,
 //! share threads with the thread's own storage — none of it may matter.
 
+mod support;
+
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
@@ -9,6 +11,8 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::task::{Context, Poll};
 
 use futures::task::noop_waker;
+#[cfg(feature = "tokio")]
+use support::runtime::{current_thread, multi_thread};
 use tasklocal::{Local, Snapshot, Task};
 
 static NUMBER: Local<u64> = Local::new();
@@ -54,10 +58,7 @@ fn assert_nothing() {
 fn thousands_of_migrating_tasks_each_see_only_their_own_values() {
     const TASKS: u64 = 2_000;
     const YIELDS: usize = 25;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(4)
-        .build()
-        .unwrap();
+    let rt = multi_thread(4);
     let results: Vec<(tasklocal::TaskId, HashSet<std::thread::ThreadId>)> =
         rt.block_on(Task::isolated(async {
             let handles: Vec<_> = (0..TASKS)
@@ -147,9 +148,7 @@ fn tasks_interleaving_on_one_thread_do_not_bleed() {
     // The `thread_local!` bleed: two tasks on one current-thread runtime take turns;
     // with a thread-local, B's write would be what A reads after its yield.
     use tokio::sync::oneshot;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap();
+    let rt = current_thread();
     rt.block_on(async {
         set_own(9); // the thread's own storage (`block_on` is not a task)
         let (a_set, b_wait_a) = oneshot::channel::<()>();
@@ -185,9 +184,7 @@ fn tasks_interleaving_on_one_thread_do_not_bleed() {
 #[cfg(feature = "tokio")]
 #[test]
 fn many_tasks_interleaving_on_one_thread() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap();
+    let rt = current_thread();
     rt.block_on(Task::isolated(async {
         let handles: Vec<_> = (0..500u64)
             .map(|n| {
@@ -298,10 +295,7 @@ fn threads_and_tasks_on_the_same_thread_are_separate_owners() {
 #[cfg(feature = "tokio")]
 #[test]
 fn nested_tasks_restore_the_outer_owner_after_each_poll() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .build()
-        .unwrap();
+    let rt = multi_thread(2);
     rt.block_on(async {
         tasklocal::spawn(async {
             set_own(1);
@@ -334,9 +328,7 @@ fn nested_tasks_restore_the_outer_owner_after_each_poll() {
 #[cfg(feature = "tokio")]
 #[test]
 fn a_panicking_task_leaves_nothing_behind_on_its_thread() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap();
+    let rt = current_thread();
     rt.block_on(async {
         set_own(5);
         let err = tasklocal::spawn(async {
@@ -377,10 +369,7 @@ fn a_panicking_task_polled_by_hand_leaves_nothing_behind() {
 #[cfg(feature = "tokio")]
 #[test]
 fn finished_tasks_leave_no_residue_for_later_tasks_on_the_same_workers() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(4)
-        .build()
-        .unwrap();
+    let rt = multi_thread(4);
     rt.block_on(Task::isolated(async {
         for round in 0..3u64 {
             let handles: Vec<_> = (0..300u64)

@@ -3,39 +3,19 @@
 //! key or value can forge a field or a line.
 #![cfg(all(feature = "log", feature = "tokio", feature = "rayon"))]
 
-use std::io::{self, Write};
-use std::sync::{Arc, Mutex, OnceLock};
+mod support;
+
+use std::sync::{Mutex, OnceLock};
 
 use log::kv::{self, Key, Value, VisitSource};
 use log::{Level, Log, Record};
+use support::output::{fields, Buffer};
+use support::runtime::{current_thread, multi_thread};
 use tasklocal::log::MdcLogger;
 use tasklocal::{mdc, Snapshot};
 
-/// What env_logger wrote, shared with the test.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn lines(&self) -> Vec<String> {
-        let bytes = self.0.lock().unwrap().clone();
-        String::from_utf8(bytes)
-            .unwrap()
-            .lines()
-            .map(String::from)
-            .collect()
-    }
-
-    /// The lines whose message starts with `marker`.
+impl Buffer {
+    /// The env_logger lines whose message starts with `marker`.
     fn lines_of(&self, marker: &str) -> Vec<String> {
         let needle = format!("] {marker}");
         self.lines()
@@ -47,10 +27,10 @@ impl Captured {
 
 /// The global logger of this test binary: env_logger, with `MdcLogger` in front, into
 /// an in-memory pipe.
-fn output() -> &'static Captured {
-    static OUTPUT: OnceLock<Captured> = OnceLock::new();
+fn output() -> &'static Buffer {
+    static OUTPUT: OnceLock<Buffer> = OnceLock::new();
     OUTPUT.get_or_init(|| {
-        let captured = Captured::default();
+        let captured = Buffer::default();
         let inner = env_logger::Builder::new()
             .filter_level(log::LevelFilter::Info)
             .format_timestamp(None)
@@ -62,23 +42,10 @@ fn output() -> &'static Captured {
     })
 }
 
-/// The values of `key=` fields in an env_logger line (keys and values never contain
-/// spaces unless quoted, and the tests' plain values never are).
-fn fields<'a>(line: &'a str, key: &str) -> Vec<&'a str> {
-    let prefix = format!("{key}=");
-    line.split(' ')
-        .filter_map(|token| token.strip_prefix(prefix.as_str()))
-        .collect()
-}
-
 #[test]
 fn a_thousand_concurrent_requests_each_log_only_their_own_id() {
     let output = output();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(4)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = multi_thread(4);
     const REQUESTS: usize = 1_000;
     rt.block_on(async {
         let requests: Vec<_> = (0..REQUESTS)
@@ -204,9 +171,7 @@ fn an_empty_mdc_leaves_the_record_alone() {
 #[test]
 fn a_plain_tokio_task_logs_without_an_mdc() {
     let output = output();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap();
+    let rt = current_thread();
     rt.block_on(async {
         tasklocal::spawn(async {
             mdc::insert("request_id", "in-task");

@@ -1,11 +1,14 @@
 //! `tasklocal::mdc`: the map's behaviour against a model, scope restoration, and
 //! inheritance into every kind of child — at O(1) cost whatever the map's size.
 
+mod support;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::panic::{self, AssertUnwindSafe};
 
 use proptest::prelude::*;
+use support::{fresh, pairs};
 use tasklocal::{mdc, Snapshot};
 
 /// Counts the allocations made by the current thread, so that a test can show that
@@ -39,18 +42,6 @@ fn allocations_of(f: impl FnOnce()) -> usize {
     let before = ALLOCATIONS.with(Cell::get);
     f();
     ALLOCATIONS.with(Cell::get) - before
-}
-
-fn pairs(entries: &[(&str, &str)]) -> Vec<(String, String)> {
-    entries
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
-
-/// Runs `f` as a fresh owner, so that tests sharing a thread never share a map.
-fn fresh<R>(f: impl FnOnce() -> R) -> R {
-    Snapshot::empty().run(f)
 }
 
 #[test]
@@ -227,13 +218,10 @@ fn a_child_costs_the_same_whatever_the_size_of_the_map() {
 #[cfg(feature = "tokio")]
 mod tokio_children {
     use super::*;
+    use crate::support::runtime::{current_thread, multi_thread};
 
     fn runtime() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap()
+        multi_thread(2)
     }
 
     #[test]
@@ -263,9 +251,7 @@ mod tokio_children {
         // On a thread of its own, which has no storage (`tests/misuse.rs` covers a
         // worker thread that has one).
         std::thread::spawn(|| {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .build()
-                .unwrap();
+            let rt = current_thread();
             rt.block_on(async {
                 let seen = tokio::spawn(async {
                     let err = mdc::try_insert("k", "v").unwrap_err();

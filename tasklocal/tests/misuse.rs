@@ -5,26 +5,15 @@
 //! `try_` form of a write returns an error for which `is_no_storage()` is true.
 #![cfg(feature = "tokio")]
 
-use std::any::Any;
+mod support;
+
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
+use support::message;
+use support::runtime::{current_thread, multi_thread};
 use tasklocal::{Local, Snapshot};
 use tokio::runtime::{Builder, Runtime};
-
-fn current_thread() -> Runtime {
-    Builder::new_current_thread().enable_all().build().unwrap()
-}
-
-fn message(payload: Box<dyn Any + Send>) -> String {
-    match payload.downcast::<String>() {
-        Ok(s) => *s,
-        Err(payload) => match payload.downcast::<&'static str>() {
-            Ok(s) => s.to_string(),
-            Err(_) => "<non-string panic payload>".to_string(),
-        },
-    }
-}
 
 /// Runs `f`, which must panic, and returns its panic message.
 #[track_caller]
@@ -434,11 +423,7 @@ fn plain_threads_are_owners_even_when_a_runtime_is_around() {
 fn misuse_is_caught_on_every_worker_concurrently() {
     // Many plain tasks at once on a multi-thread runtime, none of which can write,
     // interleaved with `tasklocal::spawn`ed ones that can.
-    let rt = Builder::new_multi_thread()
-        .worker_threads(4)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = multi_thread(4);
     rt.block_on(async {
         let mut plain = Vec::new();
         let mut owned = Vec::new();

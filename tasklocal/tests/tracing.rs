@@ -2,9 +2,13 @@
 //! JSON, with the MDC of each request; and span fields that become MDC entries.
 #![cfg(all(feature = "tracing", feature = "tokio", feature = "rayon"))]
 
-use std::io;
-use std::sync::{Arc, Mutex, OnceLock};
+mod support;
 
+use std::sync::OnceLock;
+
+use support::output::{fields, Buffer};
+use support::pairs;
+use support::runtime::{current_thread, multi_thread};
 use tasklocal::tracing::{MdcExt, SpanToMdc};
 use tasklocal::{mdc, Snapshot};
 use tracing::Instrument;
@@ -12,27 +16,8 @@ use tracing_subscriber::fmt::{self, format::Writer, FmtContext};
 use tracing_subscriber::prelude::*;
 use tracing_subscriber::registry::Registry;
 
-/// What a layer wrote, shared with the test.
-#[derive(Clone, Default)]
-struct Buffer(Arc<Mutex<Vec<u8>>>);
-
-impl io::Write for Buffer {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
 impl Buffer {
-    fn text(&self) -> String {
-        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
-    }
-    fn lines(&self) -> Vec<String> {
-        self.text().lines().map(String::from).collect()
-    }
+    /// Every line, parsed as JSON.
     fn json(&self) -> Vec<serde_json::Value> {
         self.lines()
             .iter()
@@ -83,22 +68,10 @@ fn capture(f: impl FnOnce()) -> (Buffer, Buffer) {
     (text, json)
 }
 
-/// The values of `key=` fields in a text line whose values never contain spaces.
-fn fields<'a>(line: &'a str, key: &str) -> Vec<&'a str> {
-    let prefix = format!("{key}=");
-    line.split(' ')
-        .filter_map(|token| token.strip_prefix(prefix.as_str()))
-        .collect()
-}
-
 #[test]
 fn a_thousand_concurrent_requests_each_log_only_their_own_id() {
     let (text, json) = global();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(4)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = multi_thread(4);
     const REQUESTS: usize = 1_000;
     rt.block_on(async {
         let requests: Vec<_> = (0..REQUESTS)
@@ -377,9 +350,7 @@ fn span_fields_follow_into_spawned_tasks_that_tracing_alone_loses() {
     let subscriber = Registry::default()
         .with(SpanToMdc::fields(["request_id"]))
         .with(layers(&text, &json));
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap();
+    let rt = current_thread();
     tracing::subscriber::with_default(subscriber, || {
         rt.block_on(async {
             let span = tracing::info_span!("request", request_id = "r1");
@@ -404,11 +375,4 @@ fn span_fields_follow_into_spawned_tasks_that_tracing_alone_loses() {
         });
     });
     assert_eq!(text.text(), " INFO tracing: in child request_id=\"r1\"\n");
-}
-
-fn pairs(entries: &[(&str, &str)]) -> Vec<(String, String)> {
-    entries
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
 }

@@ -53,8 +53,9 @@
 //! * `traceparent` is written as version `00` in lowercase hex, keeping the trace id and
 //!   the `sampled` and Level 2 `random` flags, other flag bits zeroed; `tracestate` only
 //!   alongside a valid `traceparent`. An invalid `traceparent` starts a new trace; an
-//!   invalid `tracestate` (a bad member, a repeated key, over 32 members) is dropped
-//!   whole, as the W3C test suite requires.
+//!   invalid `tracestate` (a bad member, over 32 members) is dropped whole and a repeated
+//!   key keeps its first member, as the W3C test suite (strict level 2) requires. Keys
+//!   follow the current W3C grammar: `@` may appear anywhere after the first character.
 //!
 //! # With OpenTelemetry
 //!
@@ -69,9 +70,13 @@
 //! * it drops a member whose value is not UTF-8 once decoded (tasklocal reads U+FFFD);
 //! * it keeps only the `sampled` flag of `traceparent` (the `random` flag is lost there),
 //!   and accepts a version `00` header with trailing data (tasklocal does not);
-//! * it keeps the first 32 members of a longer `tracestate`, takes an empty system id
-//!   (`foo@`) or a tenant id over 241 characters, and rejects a 14-character system id
-//!   (tasklocal, like the W3C test suite, drops the first three and keeps the last).
+//! * it keeps the first 32 members of a longer `tracestate` (tasklocal, like the W3C
+//!   test suite, drops it) and keeps repeated keys as they came (tasklocal keeps the
+//!   first);
+//! * it still applies the older `tracestate` key rule, one `@` with at most 13
+//!   characters after it, and drops the whole state for keys such as `foo@@bar`,
+//!   `foo@bar@baz` or `t@` and 15 characters, which the current W3C grammar and test
+//!   suite keep (so does tasklocal).
 
 mod layer;
 mod propagate;

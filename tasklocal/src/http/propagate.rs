@@ -39,10 +39,10 @@ const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 /// * Nothing else: the snapshot holds no other value of any owner.
 ///
 /// Parsing never fails and never panics, whatever the bytes: a malformed `baggage`
-/// member is dropped alone (an invalid `tracestate` whole), and what is kept is bounded
-/// by the W3C limits (see [`baggage`](super::baggage) and
-/// [`traceparent`](super::traceparent)). Header lines that are not UTF-8 lose only their
-/// bad members. A `baggage` or `tracestate` list may be split over several header lines.
+/// member is dropped alone (an invalid `tracestate` whole, a repeated `tracestate` key's
+/// later members alone), and what is kept is bounded by the W3C limits (see
+/// [`baggage`](super::baggage) and [`traceparent`](super::traceparent)). Header lines
+/// that are not UTF-8 lose only their bad members. A `baggage` or `tracestate` list may be split over several header lines.
 ///
 /// ```
 /// use http::HeaderMap;
@@ -94,6 +94,10 @@ pub fn extract(headers: &HeaderMap) -> Snapshot {
             Snapshot::capture()
         })
     };
+    #[cfg(feature = "opentelemetry")]
+    if crate::opentelemetry::is_installed() {
+        snapshot = crate::opentelemetry::seed(snapshot, crate::opentelemetry::remote(&trace));
+    }
     snapshot = snapshot.with_value(&TRACE, trace);
     for (codec, value) in to_locals {
         snapshot = (codec.read)(snapshot, &value);
@@ -132,7 +136,10 @@ fn extract_trace(headers: &HeaderMap) -> TraceContext {
 /// * `traceparent`: the current [`TraceContext`] with a new parent id (the outgoing
 ///   call is a new span of the same trace), its `sampled` and Level 2 `random` flags,
 ///   version `00`. With no current trace context, a new trace
-///   ([`TraceContext::new_trace`]) for this call alone.
+///   ([`TraceContext::new_trace`]) for this call alone. With feature `opentelemetry`
+///   [installed](crate::opentelemetry::install), the active OpenTelemetry span of
+///   `Context::current()`, when there is one, wins: its trace-id, its span-id as the
+///   parent id, its flags and its `tracestate`.
 /// * `tracestate`: the current one, only alongside a `traceparent` continuing its
 ///   trace, and only when not empty.
 /// * `baggage`: [`Baggage::current`] — the MDC and the [registered](propagate) keys,
@@ -165,10 +172,19 @@ fn extract_trace(headers: &HeaderMap) -> TraceContext {
 /// assert!(parent.sampled());
 /// ```
 pub fn inject(headers: &mut HeaderMap) {
-    let current = TRACE
-        .try_with(|trace| trace.map(|t| (t.parent.with_new_parent_id(), t.state.to_string())))
-        .ok()
-        .flatten();
+    #[cfg(feature = "opentelemetry")]
+    let active = crate::opentelemetry::is_installed()
+        .then(crate::opentelemetry::active_span)
+        .flatten()
+        .map(|span| (span.parent, span.state.to_string()));
+    #[cfg(not(feature = "opentelemetry"))]
+    let active = None;
+    let current = active.or_else(|| {
+        TRACE
+            .try_with(|trace| trace.map(|t| (t.parent.with_new_parent_id(), t.state.to_string())))
+            .ok()
+            .flatten()
+    });
     let (parent, state) = current.unwrap_or_else(|| (TraceParent::new_random(), String::new()));
     match HeaderValue::from_bytes(&parent.encode()) {
         Ok(value) => {

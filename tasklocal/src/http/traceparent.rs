@@ -9,14 +9,23 @@
 //! * [`TraceParent`] keeps only the flags defined by Level 2 (`sampled`
 //!   0x01, `random` 0x02); other bits are zeroed on parse, as the spec
 //!   requires of vendors, and the header is always written as version `00`.
-//! * [`TraceState`]: a `tracestate` with an invalid list-member, a repeated
-//!   key or more than [`MAX_TRACESTATE_MEMBERS`] members is discarded whole
-//!   (empty members, OWS around members and several header lines are fine).
-//!   The spec allows dropping either the bad member or the whole header; the
-//!   W3C test suite (strict level 2) requires the whole header, and so does
-//!   the OpenTelemetry SDK for invalid members. Unlike `baggage`, a
-//!   `tracestate` is one vendor's opaque state: a partial one could mislead
-//!   it. The `traceparent` is kept either way.
+//! * [`TraceState`] follows the current key grammar of the W3C editor's draft
+//!   (`w3c/trace-context`, `spec/20-http_request_header_format.md`): a key is 1 to
+//!   256 characters, starts with a lowercase letter or a digit, and continues
+//!   with lowercase letters, digits, `_`, `-`, `*`, `/` and `@` — so `foo@`,
+//!   `foo@@bar` and `foo@bar@baz` are keys, `@foo` is not. The older
+//!   `tenant@system` split (at most 241 and 14 characters) is gone.
+//! * A repeated key keeps its first member; later ones are dropped (the spec
+//!   lets a vendor discard duplicates, and the W3C test suite at strict level 2
+//!   expects the state to be kept).
+//! * A `tracestate` with an invalid list-member or more than
+//!   [`MAX_TRACESTATE_MEMBERS`] members (counted as received, repeats
+//!   included) is discarded whole; empty members, OWS around members and
+//!   several header lines are fine. The spec allows dropping either the bad
+//!   member or the whole header; the W3C test suite (strict level 2) requires
+//!   the whole header, and so does the OpenTelemetry SDK for invalid members.
+//!   Unlike `baggage`, a `tracestate` is one vendor's opaque state: a partial
+//!   one could mislead it. The `traceparent` is kept either way.
 
 use std::collections::hash_map::RandomState;
 use std::fmt;
@@ -201,6 +210,23 @@ impl TraceParent {
 }
 
 impl TraceParent {
+    /// A `traceparent` from its fields, for the conversions from other libraries'
+    /// span contexts; `None` when an id is all zeros (invalid).
+    #[cfg(feature = "opentelemetry")]
+    pub(crate) fn from_parts(trace_id: u128, parent_id: u64, flags: u8) -> Option<Self> {
+        (trace_id != 0 && parent_id != 0).then_some(TraceParent {
+            trace_id,
+            parent_id,
+            flags,
+        })
+    }
+
+    /// The trace id and the parent id as numbers.
+    #[cfg(feature = "opentelemetry")]
+    pub(crate) fn ids(&self) -> (u128, u64) {
+        (self.trace_id, self.parent_id)
+    }
+
     /// The header value: `00-{trace id}-{parent id}-{flags}` in lowercase hex.
     pub(crate) fn encode(&self) -> [u8; 55] {
         const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -272,17 +298,19 @@ pub struct TraceState {
 
 impl TraceState {
     /// Parses a `tracestate` header value; never fails. Empty members are
-    /// skipped; an invalid member, a repeated key or more than
-    /// [`MAX_TRACESTATE_MEMBERS`] members make the whole state empty (see the
-    /// [module docs](self)).
+    /// skipped and a repeated key keeps its first value; an invalid member or
+    /// more than [`MAX_TRACESTATE_MEMBERS`] members make the whole state empty
+    /// (see the [module docs](self)).
     ///
     /// ```
     /// use tasklocal::http::traceparent::TraceState;
     ///
     /// let ts = TraceState::parse(" a=1,, t@sys=4 ,b=trailing ");
     /// assert_eq!(ts.iter().collect::<Vec<_>>(), [("a", "1"), ("t@sys", "4"), ("b", "trailing")]);
+    /// assert_eq!(TraceState::parse("foo@@bar=1").get("foo@@bar"), Some("1"));
+    /// assert_eq!(TraceState::parse("a=1,a=2").to_string(), "a=1");
     /// assert!(TraceState::parse("a=1,BAD=2").is_empty());
-    /// assert!(TraceState::parse("a=1,a=2").is_empty());
+    /// assert!(TraceState::parse("a=1,@b=2").is_empty());
     /// ```
     pub fn parse(header: &str) -> Self {
         Self::parse_all([header])
@@ -292,21 +320,23 @@ impl TraceState {
     /// split over several lines).
     pub(crate) fn parse_all<S: AsRef<str>>(headers: impl IntoIterator<Item = S>) -> Self {
         let mut state = Self::default();
+        let mut received = 0;
         for header in headers {
             for member in header.as_ref().split(',').map(trim_ows) {
                 if member.is_empty() {
                     continue;
                 }
+                received += 1;
                 match member.split_once('=') {
                     Some((key, value))
-                        if is_key(key)
-                            && is_value(value)
-                            && state.get(key).is_none()
-                            && state.members.len() < MAX_TRACESTATE_MEMBERS =>
+                        if is_key(key) && is_value(value) && received <= MAX_TRACESTATE_MEMBERS =>
                     {
-                        state.members.push((key.to_owned(), value.to_owned()));
+                        // A repeated key: the first member stays, this one is dropped.
+                        if state.get(key).is_none() {
+                            state.members.push((key.to_owned(), value.to_owned()));
+                        }
                     }
-                    // Invalid: discarded whole.
+                    // Invalid, or over the member limit: discarded whole.
                     _ => return Self::default(),
                 }
             }
@@ -404,22 +434,15 @@ impl fmt::Display for TraceState {
     }
 }
 
-/// `simple-key` or `tenant-id@system-id` (Trace Context Level 2).
+/// `key = ( lcalpha / DIGIT ) 0*255( keychar )`, `keychar = lcalpha / DIGIT /
+/// "_" / "-" / "*" / "/" / "@"`: 1 to 256 characters, `@` anywhere but first.
 fn is_key(key: &str) -> bool {
-    let part = |s: &str, first: fn(&u8) -> bool, max: usize| {
-        let b = s.as_bytes();
-        b.len() <= max
-            && b.first().is_some_and(first)
-            && b.iter()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"_-*/".contains(c))
-    };
-    let lc_or_digit = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit();
-    match key.split_once('@') {
-        None => part(key, u8::is_ascii_lowercase, 256),
-        Some((tenant, system)) => {
-            part(tenant, lc_or_digit, 241) && part(system, u8::is_ascii_lowercase, 14)
-        }
-    }
+    let b = key.as_bytes();
+    b.len() <= 256
+        && b.first()
+            .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"_-*/@".contains(c))
 }
 
 /// 1 to 256 printable ASCII characters except `,` and `=`, not ending in a space.
@@ -528,16 +551,15 @@ mod tests {
     fn tracestate_invalid_members_discard_the_whole_state() {
         let long = "a".repeat(257);
         for bad in [
-            "0abc=x",
             "Abc=x",
             "a b=x",
             "a=",
             "a= ",
             "@v=x",
-            "t@=x",
+            "@=x",
+            "=x",
             "t@V=x",
-            "t@v@w=x",
-            "t@sys456789012345=x",
+            "_a=x",
             "a=b=c",
             "a=é",
             "a=x\t y",
@@ -552,14 +574,53 @@ mod tests {
             let header = format!("ok=1,{bad},other=2");
             assert!(TraceState::parse(&header).is_empty(), "{header:?}");
         }
-        let ts = TraceState::parse(&format!("{}=x,t@{}=x", "a".repeat(256), "s".repeat(14)));
-        assert_eq!(ts.len(), 2);
-        let ts = TraceState::parse(&format!("{}@{}=1", "t".repeat(241), "v".repeat(14)));
-        assert_eq!(ts.len(), 1);
-        assert!(TraceState::parse(&format!("{}@v=1", "t".repeat(242))).is_empty());
         assert_eq!(TraceState::parse("ok= lead").get("ok"), Some(" lead"));
-        assert!(TraceState::parse("foo=1,foo=1").is_empty());
-        assert!(TraceState::parse_all(["foo=1", "foo=2"]).is_empty());
+    }
+
+    /// The key grammar of the current W3C draft and test suite: `@` anywhere
+    /// after the first character, a digit may come first, 256 characters in all.
+    #[test]
+    fn tracestate_keys_with_at_signs() {
+        for key in [
+            "0abc".to_owned(),
+            "foo@".to_owned(),
+            "foo@@bar".to_owned(),
+            "foo@bar@baz".to_owned(),
+            "t@v@w".to_owned(),
+            "t@_x".to_owned(),
+            "a*b/c_d-e@0".to_owned(),
+            "a".repeat(256),
+            format!("{}@{}", "t".repeat(241), "v".repeat(14)),
+            format!("{}@v", "t".repeat(242)),
+            format!("t@{}", "v".repeat(15)),
+            format!("{}@", "t".repeat(255)),
+        ] {
+            let ts = TraceState::parse(&format!("{key}=1,bar=2"));
+            assert_eq!(ts.get(&key), Some("1"), "{key:?}");
+            assert_eq!(ts.get("bar"), Some("2"), "{key:?}");
+            let mut ts = TraceState::default();
+            assert!(ts.insert(&key, "v"), "{key:?}");
+        }
+        assert!(TraceState::parse(&format!("{}@=1", "t".repeat(256))).is_empty());
+        assert!(!TraceState::default().insert("@v", "1"));
+    }
+
+    #[test]
+    fn tracestate_repeated_keys_keep_the_first() {
+        assert_eq!(TraceState::parse("foo=1,foo=1").to_string(), "foo=1");
+        assert_eq!(TraceState::parse("foo=1,foo=2").to_string(), "foo=1");
+        assert_eq!(
+            TraceState::parse_all(["foo=1", "foo=2"]).to_string(),
+            "foo=1"
+        );
+        assert_eq!(
+            TraceState::parse_all(["a=1,foo=1,b=2", "foo=2,c=3"]).to_string(),
+            "a=1,foo=1,b=2,c=3"
+        );
+        // A repeat still counts towards the 32 members of the list as received.
+        let mut members: Vec<_> = (1..=32).map(|i| format!("bar{i:02}={i:02}")).collect();
+        members.push("bar01=again".into());
+        assert!(TraceState::parse(&members.join(",")).is_empty());
     }
 
     #[test]

@@ -43,12 +43,14 @@ use std::cell::Cell;
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::mem;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError};
 
 use ::tokio::runtime::{Builder, TaskMeta};
 use ::tokio::task::Id;
 
+use crate::bridge;
 use crate::current::{self, Frame, Owner};
 use crate::snapshot::Snapshot;
 // std's, or loom's in the loom models (`auto/loom_models.rs`).
@@ -341,6 +343,8 @@ enum State {
     Polled {
         /// The task's frame is current there, displacing an owner of this kind.
         entered: Option<Owner>,
+        /// The bridges entered for the window, exited before it closes.
+        bridges: bridge::Entered,
         /// The task terminated inside the window: `after_poll` tears it down.
         terminated: bool,
     },
@@ -421,10 +425,15 @@ impl Registry {
                 let entered = current::swap_in(&mut slot.frame).ok();
                 slot.state = State::Polled {
                     entered,
+                    bridges: bridge::Entered::default(),
                     terminated: false,
                 };
                 slot.outer = outer;
                 slot.thread = thread;
+                drop(slots);
+                if entered.is_some() && bridge::any() {
+                    self.enter_bridges(key);
+                }
                 return;
             }
             // A poll window on another thread still has the task: tokio re-scheduled
@@ -434,8 +443,39 @@ impl Registry {
         }
     }
 
+    /// Calls the bridges for the window just opened on this thread, outside the lock
+    /// (they run user code), and files which were entered. A panic of a bridge stays
+    /// here: it must not unwind into tokio's hook (the panic hook has reported it).
+    #[cold]
+    #[inline(never)]
+    fn enter_bridges(&self, key: u64) {
+        let mut entered = bridge::Entered::default();
+        drop(bridge::enter(&mut entered));
+        if let Some(slot) = self.lock(key).get_mut(&key) {
+            if let State::Polled { bridges, .. } = &mut slot.state {
+                *bridges = entered;
+            }
+        }
+    }
+
+    /// Exits the bridges of the window about to close on this thread, with the task
+    /// still current and outside the lock.
+    #[cold]
+    #[inline(never)]
+    fn exit_bridges(&self, key: u64) {
+        let mut entered = match self.lock(key).get_mut(&key).map(|slot| &mut slot.state) {
+            Some(State::Polled { bridges, .. }) => mem::take(bridges),
+            _ => return,
+        };
+        // Reported by the panic hook; it must not unwind into tokio's hook.
+        drop(bridge::exit(&mut entered));
+    }
+
     fn after_poll(&self, id: Id) {
         let key = key(id);
+        if bridge::any() {
+            self.exit_bridges(key);
+        }
         let mut slots = self.lock(key);
         let Some(slot) = slots.get_mut(&key) else {
             return;
@@ -443,6 +483,7 @@ impl Registry {
         let State::Polled {
             entered,
             terminated,
+            ..
         } = slot.state
         else {
             return;
@@ -494,12 +535,13 @@ impl Registry {
         // abort): its frame is current; `after_poll` restores the outer one.
         if POLLING.try_with(|p| p.get() == Some(id)).unwrap_or(false) {
             let entered = match self.lock(key).get_mut(&key) {
-                Some(slot) => match slot.state {
-                    State::Polled { entered, .. } => {
-                        slot.state = State::Polled {
-                            entered,
-                            terminated: true,
-                        };
+                Some(slot) => match &mut slot.state {
+                    State::Polled {
+                        entered,
+                        terminated,
+                        ..
+                    } => {
+                        *terminated = true;
                         entered.is_some()
                     }
                     State::Idle => false,
@@ -537,11 +579,8 @@ impl Registry {
                 // A window further out on this thread has the task (tokio does not
                 // end a task while it is polled; kept from waiting on ourselves).
                 Some(slot) if slot.thread == thread => {
-                    if let State::Polled { entered, .. } = slot.state {
-                        slot.state = State::Polled {
-                            entered,
-                            terminated: true,
-                        };
+                    if let State::Polled { terminated, .. } = &mut slot.state {
+                        *terminated = true;
                     }
                     drop(slots);
                     user();
@@ -605,10 +644,10 @@ impl Drop for Registry {
 /// frame. When the thread cannot switch, `first` runs as is and the frame is torn
 /// down where it stands.
 fn finish_detached(mut frame: Frame, first: impl FnOnce()) {
-    if let Ok(displaced) = current::swap_in(&mut frame) {
+    // The guard calls the bridges too.
+    if let Some(_entered) = current::try_enter(&mut frame) {
         first();
         current::finish();
-        let _ = current::swap_out(&mut frame, displaced);
     } else {
         first();
     }

@@ -1,0 +1,172 @@
+//! Running the measurements: criterion benches through `cargo bench`, the `memory` and
+//! `spawn` programs of this crate, and `examples/hotpath.rs` under callgrind.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+
+use crate::Options;
+
+/// The benches of this crate that need no special build, in report order.
+pub(crate) const BENCHES: [&str; 4] = ["core", "overhead", "mdc", "http"];
+/// The benches of the budget lines: run `--repeat` times, the lower median counts.
+pub(crate) const REPEATED: [&str; 2] = ["core", "overhead"];
+
+pub(crate) fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn cargo_bench(
+    workspace: &Path,
+    target: &Path,
+    home: &Path,
+    bench: &str,
+    filter: Option<&str>,
+    options: &Options,
+    unstable: bool,
+) {
+    eprintln!(
+        "== cargo bench --bench {bench}{}{}",
+        filter.map(|f| format!(" -- {f}")).unwrap_or_default(),
+        if unstable {
+            " (--cfg tokio_unstable)"
+        } else {
+            ""
+        }
+    );
+    let mut cmd = cargo();
+    cmd.current_dir(workspace)
+        .args(["bench", "-p", "tasklocal-benches", "--bench", bench, "--"])
+        .args(filter)
+        .args([
+            "--noplot",
+            "--warm-up-time",
+            options.warm_up,
+            "--measurement-time",
+            options.measurement,
+        ])
+        .env("CARGO_TARGET_DIR", target)
+        .env("CRITERION_HOME", home)
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::inherit());
+    if unstable {
+        let flags = std::env::var("RUSTFLAGS").unwrap_or_default();
+        cmd.env("RUSTFLAGS", format!("{flags} --cfg tokio_unstable"));
+    }
+    let status = cmd.status().expect("run cargo bench");
+    assert!(status.success(), "cargo bench --bench {bench} failed");
+}
+
+pub(crate) fn run_memory(workspace: &Path, target: &Path, tasks: &str) -> String {
+    eprintln!("== memory and scale (--tasks {tasks})");
+    run_program(workspace, target, "memory", &["--tasks", tasks])
+}
+
+/// Runs the program `bin` of this crate with `--json` and `args`; its standard output.
+pub(crate) fn run_program(workspace: &Path, target: &Path, bin: &str, args: &[&str]) -> String {
+    eprintln!("== {bin}");
+    let out = cargo()
+        .current_dir(workspace)
+        .args([
+            "run",
+            "--release",
+            "-p",
+            "tasklocal-benches",
+            "--bin",
+            bin,
+            "--",
+            "--json",
+        ])
+        .args(args)
+        .env("CARGO_TARGET_DIR", target)
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap_or_else(|e| panic!("run the {bin} program: {e}"));
+    assert!(out.status.success(), "the {bin} program failed");
+    String::from_utf8(out.stdout).expect("utf-8 output")
+}
+
+/// What `examples/hotpath.rs` calls, and how many times: the instructions of one call
+/// are the function's inclusive count divided by this.
+pub(crate) const HOTPATH: [(&str, f64); 18] = [
+    ("std_get", 1e6),
+    ("std_set", 1e6),
+    ("tokio_get", 1e6),
+    ("local_get", 1e6),
+    ("local_set", 1e6),
+    ("inheritable_get", 1e6),
+    ("inheritable_set", 1e6),
+    ("dynamic_get", 1e6),
+    ("id", 1e6),
+    ("poll_bare", 1e6),
+    ("poll_tokio", 1e6),
+    ("poll_task", 1e6),
+    ("spawn_tokio", 2e5),
+    ("spawn_tasklocal", 6e5),
+    ("spawn_await_tokio", 2e5),
+    ("spawn_await_tasklocal", 2e5),
+    ("spawn_await_tasklocal_0", 2e5),
+    ("spawn_await_tasklocal_64", 2e5),
+];
+
+/// Counts instructions per call of the hot paths under callgrind (exact, whatever the
+/// load); `None` when valgrind is not installed.
+pub(crate) fn run_callgrind(workspace: &Path, target: &Path) -> Option<Value> {
+    let found = Command::new("valgrind")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        eprintln!("== valgrind not found: no instruction counts");
+        return None;
+    }
+    eprintln!("== instruction counts (callgrind, examples/hotpath.rs)");
+    let status = cargo()
+        .current_dir(workspace)
+        .args([
+            "build",
+            "--profile",
+            "bench",
+            "-p",
+            "tasklocal-benches",
+            "--example",
+            "hotpath",
+        ])
+        .env("CARGO_TARGET_DIR", target)
+        .status()
+        .ok()?;
+    assert!(status.success(), "building examples/hotpath.rs failed");
+    let out_file = target.join("tasklocal-callgrind.out");
+    let status = Command::new("valgrind")
+        .arg("--tool=callgrind")
+        .arg(format!("--callgrind-out-file={}", out_file.display()))
+        .arg(target.join("release/examples/hotpath"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .ok()?;
+    assert!(status.success(), "callgrind failed");
+    let annotated = Command::new("callgrind_annotate")
+        .args(["--inclusive=yes", "--threshold=100"])
+        .arg(&out_file)
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&annotated.stdout);
+    let mut counts = serde_json::Map::new();
+    for (name, calls) in HOTPATH {
+        let needle = format!("hotpath::{name} [");
+        let total = text.lines().find(|l| l.contains(&needle)).and_then(|l| {
+            l.split_whitespace()
+                .next()?
+                .replace(',', "")
+                .parse::<f64>()
+                .ok()
+        });
+        if let Some(total) = total {
+            counts.insert(name.to_string(), Value::from((total / calls).round()));
+        }
+    }
+    Some(Value::Object(counts))
+}
