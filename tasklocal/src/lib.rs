@@ -176,6 +176,8 @@
 //!   destructor; at that point other thread-locals may already be gone.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+// The library only (tests and examples have `pub` helpers of their own).
+#![warn(missing_debug_implementations, unreachable_pub)]
 // docs.rs documents every feature and marks what each item needs (`doc_cfg` shows
 // the features of items on its own since it absorbed `doc_auto_cfg`).
 #![cfg_attr(docsrs, feature(doc_cfg))]
