@@ -39,6 +39,17 @@ pub async fn run(
     concurrency: usize,
     tenant_of: fn(u32) -> &'static str,
 ) -> Outcome {
+    run_with(edge, requests, concurrency, tenant_of, true).await
+}
+
+/// [`run`], printing progress lines only if `progress` (the soak runs it in batches).
+pub async fn run_with(
+    edge: SocketAddr,
+    requests: u32,
+    concurrency: usize,
+    tenant_of: fn(u32) -> &'static str,
+    progress: bool,
+) -> Outcome {
     let client = plain_client();
     let answered = AtomicU32::new(0);
     let results: Vec<(u32, Result<String, String>, Duration)> = futures::stream::iter(1..=requests)
@@ -50,7 +61,7 @@ pub async fn run(
                 let result = order(&client, &uri).await;
                 let latency = started.elapsed();
                 let count = answered.fetch_add(1, Ordering::Relaxed) + 1;
-                if count % 100 == 0 || count == requests {
+                if progress && (count % 100 == 0 || count == requests) {
                     println!("  {count:>5} / {requests} answered");
                 }
                 (n, result, latency)

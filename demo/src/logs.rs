@@ -38,6 +38,16 @@ impl Captured {
             .map(str::to_owned)
             .collect()
     }
+
+    /// The lines written so far, removed from memory (the soak checks the log batch by
+    /// batch, so that the log itself does not grow).
+    pub fn take_lines(&self) -> Vec<String> {
+        let bytes = std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner));
+        String::from_utf8_lossy(&bytes)
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
 }
 
 /// Installs the logger: `[INFO  edge] order 7: accepted request_id=req-0007 tenant=acme`.

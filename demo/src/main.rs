@@ -11,11 +11,13 @@
 //!   log line of both services is checked against the order it talks about (`logs.rs`).
 //!
 //! `cargo run -p demo [-- <requests>]`; the exit code is 1 if any line carries another
-//! request's id, or none.
+//! request's id, or none. `cargo run -p demo --release -- --soak <seconds>` runs the
+//! same services under load for that long and checks memory too (`soak.rs`).
 
 mod load;
 mod logs;
 mod services;
+mod soak;
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -29,13 +31,34 @@ fn tenant_of(order: u32) -> &'static str {
     ["acme", "globex", "initech", "umbrella"][order as usize % 4]
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    let requests = std::env::args()
-        .nth(1)
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let soak = (args.first().map(String::as_str) == Some("--soak"))
+        .then(|| args.get(1).and_then(|s| s.parse().ok()).unwrap_or(120u64));
+    let requests = args
+        .first()
         .and_then(|arg| arg.parse().ok())
         .unwrap_or(REQUESTS)
         .clamp(1, 10_000);
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    if soak.is_some() {
+        // A blocking pool of fixed size whose threads are never recycled: the soak
+        // measures the services' memory, not the pool's growth and thread churn.
+        runtime
+            .max_blocking_threads(soak::BLOCKING_THREADS)
+            .thread_keep_alive(Duration::from_secs(24 * 3600));
+    }
+    match runtime.build() {
+        Ok(runtime) => runtime.block_on(run(soak, requests)),
+        Err(err) => {
+            eprintln!("cannot start the runtime: {err}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(soak: Option<u64>, requests: u32) -> ExitCode {
     let log = logs::install();
 
     let started = async {
@@ -51,6 +74,9 @@ async fn main() -> ExitCode {
         }
     };
     println!("tasklocal demo: edge on {edge}, downstream on {downstream}");
+    if let Some(seconds) = soak {
+        return soak::run(edge, &log, Duration::from_secs(seconds)).await;
+    }
     println!("sending {requests} orders to the edge, {CONCURRENCY} at a time");
 
     let clock = Instant::now();

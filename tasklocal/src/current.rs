@@ -20,6 +20,8 @@ use std::sync::Arc;
 use crate::bridge;
 use crate::error::{AccessError, Kind};
 use crate::storage::{self, Garbage, Inherited, Storage, Value};
+// std's, or loom's in the loom models (each loom thread needs its own context).
+use crate::sync::thread_local;
 
 thread_local! {
     static CONTEXT: Context = const {

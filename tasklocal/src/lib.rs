@@ -187,6 +187,8 @@
 //!   destructor; at that point other thread-locals may already be gone.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+// The library only (tests and examples have `pub` helpers of their own).
+#![warn(missing_debug_implementations, unreachable_pub)]
 // docs.rs documents every feature and marks what each item needs (`doc_cfg` shows
 // the features of items on its own since it absorbed `doc_auto_cfg`).
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -228,6 +230,7 @@ pub mod reqwest;
 pub mod rt;
 mod snapshot;
 mod storage;
+mod sync;
 mod task;
 pub mod thread;
 #[cfg(feature = "tracing")]

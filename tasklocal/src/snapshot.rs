@@ -99,6 +99,7 @@ impl Snapshot {
     /// assert_eq!(seed.get(&REQUEST_ID).as_deref(), Some("req-7"));
     /// assert_eq!(seed.run(|| REQUEST_ID.get()).as_deref(), Some("req-7"));
     /// ```
+    #[must_use = "returns a new snapshot; `self` is unchanged"]
     pub fn with_value<T: Clone + Send + Sync + 'static>(
         &self,
         key: &'static Local<T>,

@@ -428,6 +428,7 @@ where
 /// *around* a task (`tasklocal::task(future).instrument(span)`) is entered by the
 /// owner polling the task, and the task, which has its own MDC, does not see it.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct SpanToMdc {
     fields: Fields,
 }

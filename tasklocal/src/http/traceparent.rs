@@ -130,6 +130,7 @@ impl TraceParent {
     /// assert_ne!(child.parent_id(), tp.parent_id());
     /// assert_eq!(child.flags(), 0x03);
     /// ```
+    #[must_use = "returns a new traceparent; `self` is unchanged"]
     pub fn with_new_parent_id(&self) -> Self {
         Self {
             parent_id: random_nonzero_u64(),
@@ -143,6 +144,7 @@ impl TraceParent {
     /// use tasklocal::http::traceparent::TraceParent;
     /// assert!(TraceParent::new_random().with_sampled(true).sampled());
     /// ```
+    #[must_use = "returns a new traceparent"]
     pub fn with_sampled(self, sampled: bool) -> Self {
         let flags = if sampled {
             self.flags | SAMPLED

@@ -45,7 +45,7 @@ use std::fmt;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::mem;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, PoisonError};
 
 use ::tokio::runtime::{Builder, TaskMeta};
 use ::tokio::task::Id;
@@ -53,6 +53,8 @@ use ::tokio::task::Id;
 use crate::bridge;
 use crate::current::{self, Frame, Owner};
 use crate::snapshot::Snapshot;
+// std's, or loom's in the loom models (`auto/loom_models.rs`).
+use crate::sync::{spin_loop, thread_local, yield_now, Mutex, MutexGuard};
 
 /// Gives every task of the runtime built by `builder` its own storage, with no
 /// wrapper: automatic mode.
@@ -181,6 +183,7 @@ type Callback = Arc<HookFn>;
 /// # }
 /// ```
 #[derive(Clone, Default)]
+#[non_exhaustive]
 pub struct Hooks {
     spawn: Option<Callback>,
     before_poll: Option<Callback>,
@@ -212,6 +215,7 @@ impl Hooks {
     /// # let _ = hooks;
     /// # }
     /// ```
+    #[must_use = "the hooks are only used once passed to `install_with`"]
     pub fn on_task_spawn(mut self, f: impl Fn(&TaskMeta<'_>) + Send + Sync + 'static) -> Hooks {
         self.spawn = Some(Arc::new(f));
         self
@@ -229,6 +233,7 @@ impl Hooks {
     /// # let _ = hooks;
     /// # }
     /// ```
+    #[must_use = "the hooks are only used once passed to `install_with`"]
     pub fn on_before_task_poll(
         mut self,
         f: impl Fn(&TaskMeta<'_>) + Send + Sync + 'static,
@@ -249,6 +254,7 @@ impl Hooks {
     /// # let _ = hooks;
     /// # }
     /// ```
+    #[must_use = "the hooks are only used once passed to `install_with`"]
     pub fn on_after_task_poll(
         mut self,
         f: impl Fn(&TaskMeta<'_>) + Send + Sync + 'static,
@@ -272,6 +278,7 @@ impl Hooks {
     /// # let _ = hooks;
     /// # }
     /// ```
+    #[must_use = "the hooks are only used once passed to `install_with`"]
     pub fn on_task_terminate(mut self, f: impl Fn(&TaskMeta<'_>) + Send + Sync + 'static) -> Hooks {
         self.terminate = Some(Arc::new(f));
         self
@@ -513,12 +520,16 @@ impl Registry {
     }
 
     fn terminate(&self, meta: &TaskMeta<'_>, user: Option<&HookFn>) {
-        let id = meta.id();
-        let user = || {
+        self.end(meta.id(), || {
             if let Some(f) = user {
                 f(meta);
             }
-        };
+        })
+    }
+
+    /// [`terminate`](Registry::terminate) of task `id`, with `user` the user's hook
+    /// (apart so that the loom models, which have no `TaskMeta`, can drive it).
+    fn end(&self, id: Id, user: impl Fn()) {
         let key = key(id);
         // Inside the task's own poll window on this thread (completion, panic,
         // abort): its frame is current; `after_poll` restores the outer one.
@@ -561,7 +572,7 @@ impl Registry {
                     let slot = remove(&mut slots, key);
                     drop(slots);
                     if let Some(slot) = slot {
-                        finish_detached(slot.frame, user);
+                        finish_detached(slot.frame, &user);
                     }
                     return;
                 }
@@ -605,9 +616,9 @@ impl Backoff {
     fn snooze(&mut self) {
         self.0 += 1;
         if self.0 < 64 {
-            std::hint::spin_loop();
+            spin_loop();
         } else {
-            std::thread::yield_now();
+            yield_now();
         }
     }
 }
@@ -700,6 +711,9 @@ impl Hasher for SlotHasher {
         self.0
     }
 }
+
+#[cfg(all(test, tasklocal_loom))]
+mod loom_models;
 
 #[cfg(test)]
 mod tests {
