@@ -4,6 +4,7 @@
 //!
 //! Bridges are process-wide, so every test here registers its own, keyed by a `Local`
 //! of its own: the others see nothing of it.
+#![cfg(feature = "tokio")]
 
 use std::cell::{Cell, RefCell};
 use std::panic::{self, AssertUnwindSafe};

@@ -1,6 +1,7 @@
 //! The log-mdc bridge (SPEC section 9): the `log-mdc` map (log4rs's `{X(key)}`) holds
 //! exactly the running owner's MDC, changes show at once, and the thread's map is
 //! restored after every poll.
+#![cfg(all(feature = "log-mdc", feature = "tokio"))]
 
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
