@@ -213,9 +213,7 @@ impl Entered {
 #[cold]
 #[inline(never)]
 pub(crate) fn enter(entered: &mut Entered) -> Option<Box<dyn Any + Send>> {
-    let Some(_calling) = Calling::start() else {
-        return None;
-    };
+    let _calling = Calling::start()?;
     let n = COUNT.load(Ordering::Acquire).min(MAX_BRIDGES);
     while usize::from(entered.0) < n {
         let Some(bridge) = SLOTS[usize::from(entered.0)].get() else {
