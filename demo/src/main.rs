@@ -8,7 +8,10 @@
 //!   `tasklocal::http::ServerLayer` and logs with the same request id and trace — also
 //!   from each chunk of a streamed response, made after its handler returned;
 //! * the **load generator** (`load.rs`) sends a few hundred concurrent orders; then every
-//!   log line of both services is checked against the order it talks about (`logs.rs`).
+//!   log line of both services is checked against the order it talks about (`logs.rs`),
+//!   and every request's spans — exported with the OpenTelemetry SDK through
+//!   `tracing-opentelemetry` — must form one trace with the right parents across both
+//!   services, a spawned task, a blocking thread and rayon (`spans.rs`).
 //!
 //! `cargo run -p demo [-- <requests>]`; the exit code is 1 if any line carries another
 //! request's id, or none. `cargo run -p demo --release -- --soak <seconds>` runs the
@@ -18,6 +21,7 @@ mod load;
 mod logs;
 mod services;
 mod soak;
+mod spans;
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -60,6 +64,8 @@ fn main() -> ExitCode {
 
 async fn run(soak: Option<u64>, requests: u32) -> ExitCode {
     let log = logs::install();
+    // The soak keeps no spans: an in-memory exporter would only grow.
+    let spans = soak.is_none().then(spans::install);
 
     let started = async {
         let downstream = services::start_downstream().await?;
@@ -86,7 +92,8 @@ async fn run(soak: Option<u64>, requests: u32) -> ExitCode {
     // Every answer is in, and each service logs before it answers: the log is complete.
     let lines = log.lines();
     let check = logs::check(&lines, tenant_of);
-    report(requests, elapsed, &outcome, &lines, &check)
+    let spans = spans.map(|spans| spans.check());
+    report(requests, elapsed, &outcome, &lines, &check, spans.as_ref())
 }
 
 /// Prints the summary; the exit code says whether every check passed.
@@ -96,6 +103,7 @@ fn report(
     outcome: &load::Outcome,
     lines: &[String],
     check: &logs::Check<'_>,
+    spans: Option<&spans::Check>,
 ) -> ExitCode {
     let answered = outcome.request_ids.len();
     let distinct: std::collections::HashSet<&String> = outcome.request_ids.iter().collect();
@@ -147,6 +155,14 @@ fn report(
         check.requests.len() - check.trace_mismatches,
         check.trace_mismatches
     );
+    if let Some(spans) = spans {
+        println!(
+            "  spans        {} requests form one trace of {} spans with the right parents (edge, spawned task, blocking thread, rayon, downstream), {} do not",
+            spans.complete,
+            spans::TREE.len(),
+            spans.broken.len()
+        );
+    }
     println!(
         "  latency      p50 {:.2} ms   p90 {:.2} ms   p99 {:.2} ms   max {:.2} ms",
         ms(outcome.percentile(50)),
@@ -178,7 +194,8 @@ fn report(
         || !incomplete.is_empty()
         || check.trace_mismatches > 0
         || answered != requests as usize
-        || distinct.len() != answered;
+        || distinct.len() != answered
+        || spans.is_some_and(|s| s.complete != requests as usize || !s.broken.is_empty());
     println!();
     if failed {
         for failure in outcome.failures.iter().take(5) {
@@ -189,6 +206,9 @@ fn report(
         }
         for id in incomplete.iter().take(5) {
             println!("  lines missing for {id}");
+        }
+        for trace in spans.iter().flat_map(|s| s.broken.iter()).take(5) {
+            println!("  spans: {trace}");
         }
         println!("FAILED");
         ExitCode::FAILURE

@@ -17,6 +17,8 @@ use log::info;
 use tasklocal::http::{ClientLayer, ClientService, ServerLayer, TraceContext};
 use tasklocal::mdc;
 use tower::{Layer, ServiceExt};
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// The (empty) bodies the demo's requests carry.
 pub type Body = Empty<axum::body::Bytes>;
@@ -72,6 +74,18 @@ async fn place_order(
     State(edge): State<Edge>,
     Path((tenant, n)): Path<(String, u32)>,
 ) -> Result<String, StatusCode> {
+    let span = tracing::info_span!("order", order = n);
+    order(edge, tenant, n).instrument(span).await
+}
+
+/// Makes the current span the task's OpenTelemetry context: the spans of the tasks,
+/// threads and calls it starts from here on are its children.
+fn continue_span() {
+    tasklocal::opentelemetry::set_current(tracing::Span::current().context());
+}
+
+async fn order(edge: Edge, tenant: String, n: u32) -> Result<String, StatusCode> {
+    continue_span();
     // Once, at the edge. Everything below logs it without being told.
     let request_id = format!("req-{n:04}");
     mdc::insert("request_id", request_id.as_str());
@@ -80,16 +94,21 @@ async fn place_order(
 
     // An async task...
     let stock = tasklocal::spawn(async move {
+        let _span = tracing::info_span!("stock").entered();
         info!(target: "edge", "order {n}: stock reserved");
     });
     // ...a blocking thread, which fans out on rayon...
     let invoice = tasklocal::spawn_blocking(move || {
+        let _span = tracing::info_span!("invoice").entered();
+        continue_span();
         let (net, tax) = tasklocal::rayon::join(
             || {
+                let _span = tracing::info_span!("net").entered();
                 info!(target: "edge", "order {n}: net price computed on rayon");
                 100 + n % 50
             },
             || {
+                let _span = tracing::info_span!("tax").entered();
                 info!(target: "edge", "order {n}: tax computed on rayon");
                 20
             },
@@ -160,6 +179,12 @@ pub async fn start_downstream() -> std::io::Result<SocketAddr> {
 }
 
 async fn score(Path(n): Path<u32>, headers: HeaderMap) -> String {
+    let span = tracing::info_span!("score", order = n);
+    score_order(n, headers).instrument(span).await
+}
+
+async fn score_order(n: u32, headers: HeaderMap) -> String {
+    continue_span();
     FIRST_HEADERS.get_or_init(|| {
         ["baggage", "traceparent"]
             .iter()
@@ -173,6 +198,7 @@ async fn score(Path(n): Path<u32>, headers: HeaderMap) -> String {
     });
     info!(target: "downstream", "order {n}: scoring (trace {})", trace_id());
     let risk = tasklocal::spawn(async move {
+        let _span = tracing::info_span!("risk").entered();
         info!(target: "downstream", "order {n}: risk checked");
         n % 7
     })

@@ -57,6 +57,7 @@
 //! ```
 
 use std::any::Any;
+use std::cell::Cell;
 use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -206,9 +207,13 @@ impl Entered {
 /// exited by [`exit`]. A panicking `enter` stops the round (that bridge is not
 /// exited); its panic is returned for the caller to [`resume`] once its guard is in
 /// place.
+///
+/// Owners switched *inside* a bridge's `enter` or `exit` (a bridge that runs a
+/// [`Snapshot`](crate::Snapshot) or polls a task) call no bridge: that would recurse.
 #[cold]
 #[inline(never)]
 pub(crate) fn enter(entered: &mut Entered) -> Option<Box<dyn Any + Send>> {
+    let _calling = Calling::start()?;
     let n = COUNT.load(Ordering::Acquire).min(MAX_BRIDGES);
     while usize::from(entered.0) < n {
         let Some(bridge) = SLOTS[usize::from(entered.0)].get() else {
@@ -222,12 +227,39 @@ pub(crate) fn enter(entered: &mut Entered) -> Option<Box<dyn Any + Send>> {
     None
 }
 
+thread_local! {
+    /// A bridge's `enter` or `exit` runs on this thread.
+    static CALLING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Marks the thread as calling bridges while it lives.
+struct Calling;
+
+impl Calling {
+    /// `None` when the thread calls bridges already (or is exiting).
+    fn start() -> Option<Calling> {
+        CALLING
+            .try_with(|calling| !calling.replace(true))
+            .ok()
+            .filter(|&started| started)
+            .map(|_| Calling)
+    }
+}
+
+impl Drop for Calling {
+    fn drop(&mut self) {
+        let _ = CALLING.try_with(|calling| calling.set(false));
+    }
+}
+
 /// Calls [`Bridge::exit`] of the bridges `entered` counts, last first, with the owner
 /// still current. Every one runs even if one panics; the first panic is returned for
 /// the caller to resume once the owner is switched back.
 #[cold]
 #[inline(never)]
 pub(crate) fn exit(entered: &mut Entered) -> Option<Box<dyn Any + Send>> {
+    // Entered ones are exited even inside another bridge's call: `enter` counted them.
+    let _calling = Calling::start();
     let mut first = None;
     while entered.0 > 0 {
         entered.0 -= 1;

@@ -1,7 +1,12 @@
 //! Bridges in automatic mode (`--cfg tokio_unstable`): OpenTelemetry's context and the
 //! log-mdc map follow every plain `tokio::spawn` task of a runtime with
 //! `tasklocal::tokio::install`, inherited at spawn, restored after every poll.
-#![cfg(tokio_unstable)]
+#![cfg(all(
+    tokio_unstable,
+    feature = "tokio",
+    feature = "opentelemetry",
+    feature = "log-mdc"
+))]
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

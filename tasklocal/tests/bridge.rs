@@ -251,3 +251,45 @@ fn enters_and_exits_pair_up() {
     assert!(ENTERS.load(Ordering::Relaxed) >= 200);
     assert!(SAVED.with(|s| s.borrow().is_empty()));
 }
+
+/// Set in an owner: the bridge runs owners of its own in `enter` and `exit`.
+static REENTER: Local<bool> = Local::inheritable();
+
+struct Reentrant;
+
+impl Bridge for Reentrant {
+    fn enter(&self) {
+        if REENTER.get() == Some(true) {
+            // A snapshot run and a task poll inside the bridge: no recursion, no deadlock.
+            let seen = tasklocal::Snapshot::capture().run(|| OWNER_VALUE.get());
+            let polled = futures::executor::block_on(tasklocal::task(async { OWNER_VALUE.get() }));
+            assert_eq!(seen, polled);
+        }
+    }
+
+    fn exit(&self) {
+        if REENTER.get() == Some(true) {
+            let _ = tasklocal::Snapshot::capture().run(|| OWNER_VALUE.get());
+            tasklocal::mdc::insert("seen_by_exit", "1");
+        }
+    }
+}
+
+#[test]
+fn a_bridge_may_run_owners_of_its_own() {
+    install();
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| bridge::register(Reentrant).unwrap());
+    let rt = runtime();
+    let value = rt.block_on(tasklocal::task(async {
+        REENTER.set(true);
+        OWNER_VALUE.set(4);
+        let child = tasklocal::spawn(async {
+            tokio::task::yield_now().await;
+            MIRROR.get()
+        });
+        child.await.unwrap()
+    }));
+    assert_eq!(value, Some(4));
+    assert_eq!(MIRROR.get(), None);
+}

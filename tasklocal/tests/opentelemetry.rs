@@ -2,7 +2,12 @@
 //! across awaits and workers, inherited by children, restored after every poll;
 //! with `http`, extract/inject carry real OpenTelemetry spans (SDK, in-memory
 //! exporter).
-#![cfg(all(feature = "opentelemetry", feature = "http", feature = "tokio", feature = "rayon"))]
+#![cfg(all(
+    feature = "opentelemetry",
+    feature = "http",
+    feature = "tokio",
+    feature = "rayon"
+))]
 
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
