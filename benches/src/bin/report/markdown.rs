@@ -110,6 +110,41 @@ impl Report<'_> {
             budgets.len()
         );
 
+        let _ = writeln!(
+            w,
+            "## Budget (SPEC.md section 8b: the per-request path; section 9: the bridge)\n"
+        );
+        let _ = writeln!(
+            w,
+            "Ratios of criterion medians of the same run (the automatic-mode lines from the \
+             `--cfg tokio_unstable` build, run with `--automatic`; the axum line from \
+             `src/bin/e2e.rs`, run with `--e2e`); the detail gives both times, the \
+             instructions per call under callgrind (`examples/hotpath_request.rs`, exact \
+             whatever the load) and the command that measured the line. \
+             The per-poll cost with no bridge registered is the section 8 `Task` poll line.\n"
+        );
+        let _ = writeln!(w, "| line | measured | budget | verdict | detail |");
+        let _ = writeln!(w, "|---|---|---|---|---|");
+        let request = self.budgets_request();
+        for b in &request {
+            let _ = writeln!(
+                w,
+                "| {} | {} | {} | {} | {} |",
+                b.what,
+                b.measured_text(),
+                b.limit_text(),
+                b.verdict(),
+                b.detail
+            );
+        }
+        let passed = request.iter().filter(|b| b.pass() == Some(true)).count();
+        let measured = request.iter().filter(|b| b.pass().is_some()).count();
+        let _ = writeln!(
+            w,
+            "\n{passed} of {measured} measured lines pass ({} lines in all).\n",
+            request.len()
+        );
+
         let _ = writeln!(w, "## Medians and ratios\n");
         let _ = writeln!(
             w,
@@ -164,7 +199,10 @@ impl Report<'_> {
             let _ = writeln!(w, "| {project} | {op} | {cost} |");
         }
         let _ = writeln!(w);
-        (md, self.svg(&budgets))
+        // The chart shows the section 8 lines, then those of 8b and 9.
+        let mut all = budgets;
+        all.extend(self.budgets_request());
+        (md, self.svg(&all))
     }
 
     /// A one-line summary of how noisy the run was.
