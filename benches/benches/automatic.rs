@@ -150,7 +150,7 @@ mod automatic {
             let holds = matches!(mode, Mode::Automatic);
             g.bench_function(name, |b| {
                 b.iter_custom(|iters| {
-                    rt.block_on(tokio::spawn(async move {
+                    rt.block_on(rt.spawn(async move {
                         if holds {
                             INHERITED.set(1);
                         }

@@ -45,10 +45,23 @@ impl Report<'_> {
              edit by hand. Every accessor is called through a `black_box`ed function pointer \
              (one call the optimizer cannot hoist out of the loop) on both sides of each ratio; \
              all rows of one table come from the same run. Times are criterion medians{}.\n",
-            if self.options.automatic {
-                " `--automatic`"
-            } else {
-                ""
+            {
+                let o = self.options;
+                let mut flags = String::new();
+                if o.automatic {
+                    flags.push_str(" --automatic");
+                }
+                if o.e2e {
+                    flags.push_str(" --e2e");
+                }
+                if let Some(only) = &o.only {
+                    flags.push_str(&format!(" --only {}", only.join(",")));
+                }
+                if flags.is_empty() {
+                    flags
+                } else {
+                    format!(" `{}`", flags.trim_start())
+                }
             },
             if self.options.run {
                 format!(
@@ -61,6 +74,16 @@ impl Report<'_> {
                 String::new()
             }
         );
+        if let Some(only) = &self.options.only {
+            let _ = writeln!(
+                w,
+                "**Partial run** (`--only {}`): only these criterion benches ran; the memory and \
+                 spawn programs did not (their lines read —), and the instruction counts, the \
+                 automatic-mode benches and the axum load test are the last results on disk \
+                 (each line's detail names the program that measured it).\n",
+                only.join(",")
+            );
+        }
         let _ = writeln!(w, "![ratios against the budget](benchmarks.svg)\n");
 
         let _ = writeln!(w, "## Machine\n");
