@@ -21,6 +21,8 @@ mod automatic {
     use tokio::runtime::{Builder, Runtime};
 
     static VALUE: tasklocal::Local<u64> = tasklocal::Local::new();
+    /// What the parent of SPEC.md 8b's spawn line holds (children inherit it).
+    static INHERITED: tasklocal::Local<u64> = tasklocal::Local::inheritable();
 
     #[derive(Clone, Copy)]
     enum Mode {
@@ -136,6 +138,29 @@ mod automatic {
                         }
                     });
                     start.elapsed()
+                })
+            });
+        }
+        // SPEC.md 8b: spawn + await from a task (not `block_on`) that holds a value.
+        for (name, mode) in [
+            ("plain_from_task", Mode::Plain),
+            ("automatic_from_task_holding_a_value", Mode::Automatic),
+        ] {
+            let rt = current_thread(mode);
+            let holds = matches!(mode, Mode::Automatic);
+            g.bench_function(name, |b| {
+                b.iter_custom(|iters| {
+                    rt.block_on(rt.spawn(async move {
+                        if holds {
+                            INHERITED.set(1);
+                        }
+                        let start = Instant::now();
+                        for _ in 0..iters {
+                            tokio::spawn(async {}).await.unwrap();
+                        }
+                        start.elapsed()
+                    }))
+                    .unwrap()
                 })
             });
         }

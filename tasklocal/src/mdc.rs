@@ -149,6 +149,19 @@ pub(crate) fn with_map<R>(f: impl FnOnce(Option<&Map>) -> R) -> R {
 }
 
 /// Whether the current owner may write (not a tokio task without storage of its own).
+/// Sets `snapshot`'s MDC to `pairs` (in order; a repeated key keeps its first place and
+/// its last value), with no owner run: how `http::extract` seeds a request.
+#[cfg(feature = "http")]
+pub(crate) fn seed(snapshot: &mut crate::Snapshot, pairs: Vec<(String, String)>) {
+    let mut map = Map {
+        entries: Vec::with_capacity(pairs.len()),
+    };
+    for (key, value) in pairs {
+        map.insert(key, value);
+    }
+    snapshot.set_value(&MDC, map);
+}
+
 fn writable() -> Result<(), AccessError> {
     current::read(|here| match here {
         Here::Denied(kind) => Err(AccessError::new(kind)),
@@ -449,7 +462,13 @@ pub(crate) mod escape {
 
     /// Whether `s` can be written as it is in a `key=value` text.
     pub(crate) fn is_plain(s: &str) -> bool {
-        !s.is_empty() && s.chars().all(is_plain_char)
+        // Bytes first: the usual key or value is ASCII, and a byte test needs no UTF-8
+        // decoding; anything else is decided char by char.
+        !s.is_empty()
+            && (s
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && !matches!(b, b'"' | b'=' | b'\\'))
+                || s.chars().all(is_plain_char))
     }
 
     /// Writes a text as it is when it is [plain](is_plain), else quoted with Rust's

@@ -118,6 +118,25 @@ impl Snapshot {
         }
     }
 
+    /// [`with_value`](Snapshot::with_value) in place: when this snapshot is the only
+    /// holder of its entries (a seed being built, as `http::extract` does), they are
+    /// written without being copied.
+    #[cfg(feature = "http")]
+    pub(crate) fn set_value<T: Clone + Send + Sync + 'static>(
+        &mut self,
+        key: &'static Local<T>,
+        value: T,
+    ) {
+        let Some((index, entry)) = key.inherited_entry(value) else {
+            return;
+        };
+        let entries = Arc::make_mut(self.inherited.get_or_insert_with(Default::default));
+        if entries.len() <= index {
+            entries.resize_with(index + 1, Entry::default);
+        }
+        entries[index] = entry;
+    }
+
     /// The value of the inheritable `key` in this snapshot (initial values are not
     /// computed; the value of an [`inheritable_with`](Local::inheritable_with) key as
     /// captured, not forked).

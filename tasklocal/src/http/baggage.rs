@@ -41,7 +41,7 @@
 
 use std::fmt;
 
-use super::trim_ows;
+use super::{split_ascii, split_once_ascii, trim_ows};
 
 /// Most list-members kept when parsing and written when encoding (W3C limit).
 ///
@@ -111,10 +111,12 @@ impl Baggage {
     /// Parses several `baggage` header lines as one list (HTTP lets a list be split
     /// over several lines), with one budget for all of them.
     pub(crate) fn parse_all<S: AsRef<str>>(headers: impl IntoIterator<Item = S>) -> Self {
-        let mut bag = Self::new();
+        let mut bag = Self {
+            members: Vec::with_capacity(4),
+        };
         let mut used = 0;
         for header in headers {
-            for raw in header.as_ref().split(',').map(trim_ows) {
+            for raw in split_ascii(header.as_ref(), b',').map(trim_ows) {
                 if raw.len() > MAX_BYTES {
                     continue;
                 }
@@ -317,8 +319,8 @@ fn is_raw_value(s: &str) -> bool {
 
 /// Parses one OWS-trimmed list-member; `None` if malformed.
 fn parse_member(raw: &str) -> Option<Member> {
-    let mut parts = raw.split(';');
-    let (key, value) = parts.next()?.split_once('=')?;
+    let mut parts = split_ascii(raw, b';');
+    let (key, value) = split_once_ascii(parts.next()?, b'=')?;
     let (key, value) = (trim_ows(key), trim_ows(value));
     if !is_token(key) || !is_raw_value(value) {
         return None;
@@ -379,6 +381,11 @@ fn is_plain_value_byte(b: u8) -> bool {
 /// Percent-encodes every byte outside `baggage-octet`, and `%` and `=`.
 fn encode_value(value: &str, out: &mut String) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    // The common case, nothing to escape: one copy.
+    if value.bytes().all(is_plain_value_byte) {
+        out.push_str(value);
+        return;
+    }
     for b in value.bytes() {
         if is_plain_value_byte(b) {
             out.push(char::from(b));
@@ -397,10 +404,7 @@ fn written_len(key: &str, value: &str, properties: &[String]) -> Option<usize> {
     if !is_token(key) || key.len() + 1 + value.len() > MAX_BYTES {
         return None;
     }
-    let value_len: usize = value
-        .bytes()
-        .map(|b| if is_plain_value_byte(b) { 1 } else { 3 })
-        .sum();
+    let value_len = value.len() + 2 * value.bytes().filter(|&b| !is_plain_value_byte(b)).count();
     let properties_len: usize = properties.iter().map(|p| 1 + p.len()).sum();
     let len = key.len() + 1 + value_len + properties_len;
     (len <= MAX_BYTES).then_some(len)

@@ -100,5 +100,60 @@ pub use traceparent::{TraceParent, TraceState};
 
 /// Trims HTTP optional whitespace (`OWS = *( SP / HTAB )`, RFC 9110 §5.6.3).
 fn trim_ows(s: &str) -> &str {
-    s.trim_matches([' ', '\t'])
+    // Byte-wise: spaces and tabs are ASCII, so every cut is on a char boundary.
+    let is_ows = |b: &u8| *b == b' ' || *b == b'\t';
+    let bytes = s.as_bytes();
+    let start = bytes.iter().position(|b| !is_ows(b)).unwrap_or(bytes.len());
+    let end = bytes
+        .iter()
+        .rposition(|b| !is_ows(b))
+        .map_or(start, |i| i + 1);
+    &s[start..end]
+}
+
+/// `s.split(sep)` for an ASCII separator, by a byte scan: the headers' pieces are a few
+/// bytes long, shorter than `memchr`'s set-up pays for.
+fn split_ascii(s: &str, sep: u8) -> impl Iterator<Item = &str> {
+    debug_assert!(sep.is_ascii());
+    let mut rest = Some(s);
+    std::iter::from_fn(move || {
+        let s = rest?;
+        match s.bytes().position(|b| b == sep) {
+            // `sep` is ASCII: both cuts are on char boundaries.
+            Some(at) => {
+                rest = Some(&s[at + 1..]);
+                Some(&s[..at])
+            }
+            None => {
+                rest = None;
+                Some(s)
+            }
+        }
+    })
+}
+
+/// `s.split_once(sep)` for an ASCII separator, by a byte scan.
+fn split_once_ascii(s: &str, sep: u8) -> Option<(&str, &str)> {
+    debug_assert!(sep.is_ascii());
+    let at = s.bytes().position(|b| b == sep)?;
+    Some((&s[..at], &s[at + 1..]))
+}
+
+#[cfg(test)]
+mod split_tests {
+    use super::*;
+
+    #[test]
+    fn split_ascii_matches_str_split() {
+        for s in ["", ",", "a", "a,b", ",a,,b,", "é,ü", "k=v;p"] {
+            assert_eq!(
+                split_ascii(s, b',').collect::<Vec<_>>(),
+                s.split(',').collect::<Vec<_>>()
+            );
+            assert_eq!(split_once_ascii(s, b'='), s.split_once('='));
+        }
+        for s in ["", " ", "\t a b \t", "x", " é "] {
+            assert_eq!(trim_ows(s), s.trim_matches([' ', '\t']));
+        }
+    }
 }

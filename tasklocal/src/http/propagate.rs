@@ -68,7 +68,7 @@ const TRACESTATE: &str = "tracestate";
 /// });
 /// ```
 pub fn extract<C: Carrier + ?Sized>(headers: &C) -> Snapshot {
-    let baggage = Baggage::parse_all(headers.get_all(BAGGAGE).map(String::from_utf8_lossy));
+    let baggage = Baggage::parse_all(headers.get_all(BAGGAGE).map(lossy));
     let trace = extract_trace(headers);
     let codecs = codecs();
 
@@ -85,30 +85,35 @@ pub fn extract<C: Carrier + ?Sized>(headers: &C) -> Snapshot {
             None => to_mdc.push((name, value)),
         }
     }
-    let mut snapshot = if to_mdc.is_empty() {
-        Snapshot::empty()
-    } else {
-        // A fresh owner always accepts writes. The strings move into the MDC as they are.
-        Snapshot::empty().run(|| {
-            mdc::extend(to_mdc);
-            Snapshot::capture()
-        })
-    };
+    let mut snapshot = Snapshot::empty();
+    if !to_mdc.is_empty() {
+        // Written into the seed directly: no owner runs. The strings move as they are.
+        mdc::seed(&mut snapshot, to_mdc);
+    }
     #[cfg(feature = "opentelemetry")]
     if crate::opentelemetry::is_installed() {
         snapshot = crate::opentelemetry::seed(snapshot, crate::opentelemetry::remote(&trace));
     }
-    snapshot = snapshot.with_value(&TRACE, trace);
+    snapshot.set_value(&TRACE, trace);
     for (codec, value) in to_locals {
         snapshot = (codec.read)(snapshot, &value);
     }
     if !with_properties.is_empty() {
-        snapshot = snapshot.with_value(&PROPERTIES, Arc::new(with_properties));
+        snapshot.set_value(&PROPERTIES, Arc::new(with_properties));
     }
     snapshot
 }
 
 /// The trace context of the headers, or a new trace.
+/// A header line as text: borrowed when it is UTF-8 (checked with `from_utf8`'s ASCII
+/// fast path), else with U+FFFD for the invalid bytes.
+fn lossy(line: &[u8]) -> std::borrow::Cow<'_, str> {
+    match std::str::from_utf8(line) {
+        Ok(text) => std::borrow::Cow::Borrowed(text),
+        Err(_) => String::from_utf8_lossy(line),
+    }
+}
+
 fn extract_trace<C: Carrier + ?Sized>(headers: &C) -> TraceContext {
     let mut lines = headers.get_all(TRACEPARENT);
     let parent = match (lines.next(), lines.next()) {
@@ -119,7 +124,7 @@ fn extract_trace<C: Carrier + ?Sized>(headers: &C) -> TraceContext {
     match parent {
         Some(parent) => TraceContext {
             parent,
-            state: TraceState::parse_all(headers.get_all(TRACESTATE).map(String::from_utf8_lossy)),
+            state: TraceState::parse_all(headers.get_all(TRACESTATE).map(lossy)),
         },
         None => TraceContext::new_trace(),
     }
@@ -175,12 +180,14 @@ pub fn inject<C: Carrier + ?Sized>(headers: &mut C) {
     let active = crate::opentelemetry::is_installed()
         .then(crate::opentelemetry::active_span)
         .flatten()
-        .map(|span| (span.parent, span.state.to_string()));
+        .map(|span| (span.parent, span.state.to_header_value()));
     #[cfg(not(feature = "opentelemetry"))]
     let active = None;
     let current = active.or_else(|| {
         TRACE
-            .try_with(|trace| trace.map(|t| (t.parent.with_new_parent_id(), t.state.to_string())))
+            .try_with(|trace| {
+                trace.map(|t| (t.parent.with_new_parent_id(), t.state.to_header_value()))
+            })
             .ok()
             .flatten()
     });
@@ -324,9 +331,14 @@ type ReadFn = dyn Fn(Snapshot, &str) -> Snapshot + Send + Sync;
 static CODECS: RwLock<Option<Arc<[Arc<Codec>]>>> = RwLock::new(None);
 
 fn codecs() -> Arc<[Arc<Codec>]> {
+    // No codec registered (the common case): one shared empty list, no allocation.
+    static NONE: std::sync::OnceLock<Arc<[Arc<Codec>]>> = std::sync::OnceLock::new();
     // A panic cannot leave the list half-written: it is replaced whole.
     let codecs = CODECS.read().unwrap_or_else(PoisonError::into_inner);
-    codecs.clone().unwrap_or_else(|| Arc::new([]))
+    match &*codecs {
+        Some(list) => list.clone(),
+        None => NONE.get_or_init(|| Arc::new([])).clone(),
+    }
 }
 
 /// Sends an inheritable [`Local`] across services as the baggage member `name`:

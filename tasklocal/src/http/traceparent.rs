@@ -32,7 +32,7 @@ use std::fmt;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::trim_ows;
+use super::{split_ascii, split_once_ascii, trim_ows};
 
 const SAMPLED: u8 = 0x01;
 const RANDOM: u8 = 0x02;
@@ -252,12 +252,23 @@ impl fmt::Display for TraceParent {
 
 /// Lowercase hex digits (at most 32) to a number; `None` otherwise.
 fn hex(digits: &[u8]) -> Option<u128> {
-    digits.iter().try_fold(0u128, |acc, &c| {
-        let digit = char::from(c)
-            .to_digit(16)
-            .filter(|_| !c.is_ascii_uppercase())?;
-        Some(acc << 4 | u128::from(digit))
-    })
+    // In two u64 halves: a u128 shift per digit costs several instructions.
+    let (high, low) = digits.split_at(digits.len().saturating_sub(16));
+    Some(u128::from(hex64(high)?) << 64 | u128::from(hex64(low)?))
+}
+
+/// Lowercase hex digits (at most 16) to a number; `None` otherwise.
+fn hex64(digits: &[u8]) -> Option<u64> {
+    let mut n = 0u64;
+    for &c in digits {
+        let digit = match c {
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'f' => c - b'a' + 10,
+            _ => return None,
+        };
+        n = n << 4 | u64::from(digit);
+    }
+    Some(n)
 }
 
 /// Pseudo-random bits from std's randomly keyed SipHash over a counter.
@@ -322,12 +333,12 @@ impl TraceState {
         let mut state = Self::default();
         let mut received = 0;
         for header in headers {
-            for member in header.as_ref().split(',').map(trim_ows) {
+            for member in split_ascii(header.as_ref(), b',').map(trim_ows) {
                 if member.is_empty() {
                     continue;
                 }
                 received += 1;
-                match member.split_once('=') {
+                match split_once_ascii(member, b'=') {
                     Some((key, value))
                         if is_key(key) && is_value(value) && received <= MAX_TRACESTATE_MEMBERS =>
                     {
@@ -426,11 +437,29 @@ impl TraceState {
 
 impl fmt::Display for TraceState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, (k, v)) in self.members.iter().enumerate() {
-            let sep = if i == 0 { "" } else { "," };
-            write!(f, "{sep}{k}={v}")?;
+        f.write_str(&self.to_header_value())
+    }
+}
+
+impl TraceState {
+    /// The header line (what `Display` writes), built without the formatting machinery:
+    /// `inject` writes it on every outgoing request.
+    pub(crate) fn to_header_value(&self) -> String {
+        let len = self
+            .members
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 2)
+            .sum::<usize>();
+        let mut out = String::with_capacity(len);
+        for (k, v) in &self.members {
+            if !out.is_empty() {
+                out.push(',');
+            }
+            out.push_str(k);
+            out.push('=');
+            out.push_str(v);
         }
-        Ok(())
+        out
     }
 }
 

@@ -254,3 +254,240 @@ impl Report<'_> {
         ]
     }
 }
+
+impl Report<'_> {
+    /// Instructions per call of `name` in `examples/hotpath_request.rs` (`"request"`) or
+    /// `examples/hotpath_bridge.rs` (`"bridge"`).
+    fn count(&self, program: &str, name: &str) -> Option<f64> {
+        self.request_instructions[program][name].as_f64()
+    }
+
+    /// "a vs b ns; instructions x vs y (r×)" for a line measured by criterion and callgrind.
+    fn both(&self, a: &str, b: &str, ia: Option<f64>, ib: Option<f64>) -> String {
+        let instructions = match (ia, ib) {
+            (Some(x), Some(y)) => format!("; instructions {x:.0} vs {y:.0} ({:.2}×)", x / y),
+            _ => String::new(),
+        };
+        format!("{} vs {}{instructions}", self.ns(a), self.ns(b))
+    }
+
+    /// The lines of SPEC.md section 8b (the per-request path) and section 9 (the
+    /// OpenTelemetry bridge), each with where its numbers come from.
+    pub(crate) fn budgets_request(&self) -> Vec<Budget> {
+        let ratio = |short: &'static str,
+                     what: &str,
+                     a: &str,
+                     b: &str,
+                     limit: f64,
+                     ia: Option<f64>,
+                     ib: Option<f64>,
+                     source: &str| Budget {
+            what: what.into(),
+            short,
+            measured: self.ratio(a, b),
+            limit,
+            at_most: true,
+            unit: "×",
+            detail: format!("{} — {source}", self.both(a, b, ia, ib)),
+        };
+        let r = |n: &str| self.count("request", n);
+        let u = "tokio_unstable: ";
+        let auto =
+            |group: &str, a: &str, b: &str| (format!("{u}{group}/{a}"), format!("{u}{group}/{b}"));
+        let (mt_a, mt_b) = auto(
+            "poll_multi_thread_2_workers_64_tasks",
+            "automatic_one_value_set",
+            "plain",
+        );
+        let (ct_a, ct_b) = auto("poll_current_thread", "automatic", "plain");
+        let (sp_a, sp_b) = auto(
+            "spawn_await_current_thread",
+            "automatic_from_task_holding_a_value",
+            "plain_from_task",
+        );
+        // ServerLayer's overhead: the layered trivial service minus the service alone.
+        let layer = self
+            .median("request/server_layer/trivial_service_with_server_layer")
+            .zip(self.median("request/server_layer/trivial_service"))
+            .map(|(a, b)| a - b);
+        let layer_ins = r("service_layered")
+            .zip(r("service_plain"))
+            .map(|(a, b)| a - b);
+        let otel_extract = "request/propagation/extract/opentelemetry";
+        let e2e = &self.e2e["automatic_layer"];
+        let e2e = if e2e.is_null() {
+            &self.e2e["layer"]
+        } else {
+            e2e
+        };
+        let e2e_mode = if self.e2e["automatic_layer"].is_null() {
+            "ServerLayer + one MDC field, **without** automatic mode (not built with --cfg tokio_unstable)"
+        } else {
+            "automatic mode + ServerLayer + one MDC field"
+        };
+        let bridge = |n: &str| self.count("bridge", n);
+        let bridge_poll = bridge("poll_task_bridged")
+            .zip(bridge("poll_with_context"))
+            .map(|(a, b)| a / b);
+        let bench = "`cargo bench -p tasklocal-benches --bench";
+        let unstable = "`RUSTFLAGS=\"--cfg tokio_unstable\" cargo bench -p tasklocal-benches --bench automatic`";
+        vec![
+            ratio(
+                "8b Local::scope vs tokio sync_scope",
+                "`Local::scope` of a `u64` in a `Task` vs tokio `task_local!` `sync_scope`",
+                "set_u64/tasklocal_scope_in_task",
+                "set_u64/tokio_sync_scope",
+                3.0,
+                r("local_scope"),
+                r("tokio_sync_scope"),
+                &format!("{bench} core`"),
+            ),
+            ratio(
+                "8b Local::get on a thread vs Cell::get",
+                "`Local::get` on a thread owner vs std `thread_local!` `Cell::get`",
+                "get_u64/tasklocal_on_thread",
+                "get_u64/std_thread_local_cell",
+                2.0,
+                r("thread_owner_get"),
+                r("std_get"),
+                &format!("{bench} core`"),
+            ),
+            ratio(
+                "8b mdc::insert vs HashMap insert",
+                "`mdc::insert` replacing one of 4 fields vs `thread_local!` `RefCell<HashMap<String, String>>` insert",
+                "request/mdc/insert_replace/tasklocal_mdc",
+                "request/mdc/insert_replace/std_thread_local_hashmap",
+                1.5,
+                r("mdc_insert"),
+                r("hashmap_insert"),
+                &format!("{bench} request`"),
+            ),
+            ratio(
+                "8b mdc::get vs HashMap get + clone",
+                "`mdc::get` of one of 4 fields vs that map's `get` + `clone`",
+                "request/mdc/get/tasklocal_mdc",
+                "request/mdc/get/std_thread_local_hashmap",
+                1.5,
+                r("mdc_get"),
+                r("hashmap_get"),
+                &format!("{bench} request`"),
+            ),
+            ratio(
+                "8b http::extract vs OpenTelemetry",
+                "`http::extract` (traceparent, tracestate 2 members, baggage 3 members) vs OpenTelemetry's TraceContext + Baggage propagators",
+                "request/propagation/extract/tasklocal",
+                otel_extract,
+                0.5,
+                r("tasklocal_extract"),
+                r("otel_extract"),
+                &format!("{bench} request`"),
+            ),
+            ratio(
+                "8b http::inject vs OpenTelemetry",
+                "`http::inject` of that context vs OpenTelemetry's inject",
+                "request/propagation/inject/tasklocal",
+                "request/propagation/inject/opentelemetry",
+                0.5,
+                r("tasklocal_inject"),
+                r("otel_inject"),
+                &format!("{bench} request`"),
+            ),
+            Budget {
+                what: "`ServerLayer` overhead per request (those headers, trivial service) vs OpenTelemetry's extract alone".into(),
+                short: "8b ServerLayer overhead vs OTel extract",
+                measured: layer.zip(self.median(otel_extract)).map(|(a, b)| a / b),
+                limit: 1.0,
+                at_most: true,
+                unit: "×",
+                detail: format!(
+                    "{} vs {}{} — {bench} request`",
+                    layer.map_or("—".into(), fmt_ns),
+                    self.ns(otel_extract),
+                    layer_ins
+                        .zip(r("otel_extract"))
+                        .map_or(String::new(), |(a, b)| format!(
+                            "; instructions {a:.0} vs {b:.0} ({:.2}×)",
+                            a / b
+                        )),
+                ),
+            },
+            ratio(
+                "8b automatic poll, 2 workers",
+                "automatic mode per poll, multi-thread runtime with 2 workers vs the same runtime without",
+                &mt_a,
+                &mt_b,
+                1.10,
+                None,
+                None,
+                unstable,
+            ),
+            ratio(
+                "8b automatic poll, current-thread",
+                "automatic mode per poll, current-thread runtime vs without",
+                &ct_a,
+                &ct_b,
+                1.10,
+                None,
+                None,
+                unstable,
+            ),
+            ratio(
+                "8b automatic spawn + await, value held",
+                "automatic mode, spawn + await from a task that holds a value vs without",
+                &sp_a,
+                &sp_b,
+                1.15,
+                None,
+                None,
+                unstable,
+            ),
+            ratio(
+                "8b log record via MdcLogger vs inline kv",
+                "a `log` record with 4 MDC fields through `MdcLogger` (env_logger) vs the same record with 4 inline key-values",
+                "log_line_env_logger/mdc_logger_4_mdc_fields",
+                "log_line_env_logger/plain_4_explicit_kv_fields",
+                1.3,
+                r("log_mdc_logger"),
+                r("log_inline_kv"),
+                &format!("{bench} mdc`"),
+            ),
+            Budget {
+                what: format!("axum hello-world under loopback load, {e2e_mode}, vs plain axum: requests/s"),
+                short: "8b axum + tasklocal vs plain: req/s",
+                measured: e2e["median_ratio_requests_per_s_to_plain"].as_f64(),
+                limit: 0.9,
+                at_most: false,
+                unit: "×",
+                detail: format!(
+                    "median of per-round ratios; {} vs {} req/s, p99 {} vs {} µs (p99 ratio {}); {} — `cargo run --release -p tasklocal-benches --bin e2e` (report `--e2e`)",
+                    e2e["median_requests_per_s"].as_f64().map_or("—".into(), |v| format!("{v:.0}")),
+                    self.e2e["plain"]["median_requests_per_s"].as_f64().map_or("—".into(), |v| format!("{v:.0}")),
+                    e2e["median_p99_us"].as_f64().map_or("—".into(), |v| format!("{v:.0}")),
+                    self.e2e["plain"]["median_p99_us"].as_f64().map_or("—".into(), |v| format!("{v:.0}")),
+                    e2e["median_ratio_p99_to_plain"].as_f64().map_or("—".into(), |v| format!("{v:.2}×")),
+                    {
+                        let st = &self.e2e["setup"];
+                        format!(
+                            "{} rounds × {} s, {} keep-alive connections",
+                            st["rounds"], st["seconds"], st["connections"]
+                        )
+                    },
+                ),
+            },
+            Budget {
+                what: "SPEC 9: a poll of a `Task` with the OpenTelemetry bridge installed vs OpenTelemetry's `FutureExt::with_context` on the same future (instructions)".into(),
+                short: "9 bridge poll vs OTel with_context (instr.)",
+                measured: bridge_poll,
+                limit: 1.0,
+                at_most: true,
+                unit: "×",
+                detail: format!(
+                    "instructions per poll {} vs {} (bare future {}) — callgrind, `examples/hotpath_bridge.rs`",
+                    bridge("poll_task_bridged").map_or("—".into(), |v| format!("{v:.0}")),
+                    bridge("poll_with_context").map_or("—".into(), |v| format!("{v:.0}")),
+                    bridge("poll_bare").map_or("—".into(), |v| format!("{v:.0}")),
+                ),
+            },
+        ]
+    }
+}

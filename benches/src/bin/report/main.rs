@@ -21,7 +21,14 @@
 //!   of a shared machine only ever inflates a median;
 //! * `--tasks N`: idle tasks for the memory measurement (default 1,000,000);
 //! * `--no-callgrind`: skip the instruction counts (taken when `valgrind` is installed:
-//!   `examples/hotpath.rs` under callgrind).
+//!   `examples/hotpath.rs`, `examples/hotpath_request.rs` and `examples/hotpath_bridge.rs`
+//!   under callgrind);
+//! * `--only a,b`: run only these criterion benches (e.g. `request,core`), not the
+//!   memory and spawn programs; the other results are those of the last run, from disk
+//!   (say so when publishing);
+//! * `--e2e`: also run `src/bin/e2e.rs` (axum under loopback load, SPEC.md 8b's last
+//!   line; with `--automatic`, built with `--cfg tokio_unstable` so that automatic mode
+//!   is measured too); `--no-run` reuses its last result.
 //!
 //! Results live under `$CARGO_TARGET_DIR` if set, else `<workspace>/target`.
 //!
@@ -48,13 +55,18 @@ use serde_json::Value;
 use estimates::{estimates_from_json, estimates_to_json, keep_lower, read_estimates, Estimate};
 use machine::{load_average, source_version, LoadSampler, Machine};
 use markdown::fmt_ns;
-use run::{cargo_bench, run_callgrind, run_memory, run_program, BENCHES, REPEATED};
+use run::{
+    cargo_bench, run_callgrind, run_callgrind_request, run_e2e, run_memory, run_program, BENCHES,
+    REPEATED,
+};
 
 /// The command line.
 struct Options {
     run: bool,
     automatic: bool,
     callgrind: bool,
+    e2e: bool,
+    only: Option<Vec<String>>,
     repeat: usize,
     warm_up: &'static str,
     measurement: &'static str,
@@ -68,6 +80,12 @@ fn main() {
         run: !args.iter().any(|a| a == "--no-run"),
         automatic: args.iter().any(|a| a == "--automatic"),
         callgrind: !args.iter().any(|a| a == "--no-callgrind"),
+        e2e: args.iter().any(|a| a == "--e2e"),
+        only: args
+            .iter()
+            .position(|a| a == "--only")
+            .and_then(|i| args.get(i + 1))
+            .map(|list| list.split(',').map(str::to_string).collect()),
         repeat: args
             .iter()
             .position(|a| a == "--repeat")
@@ -100,14 +118,30 @@ fn main() {
     let memory_file = target.join("tasklocal-memory.json");
     let spawn_file = target.join("tasklocal-spawn.json");
     let callgrind_file = target.join("tasklocal-instructions.json");
+    let request_callgrind_file = target.join("tasklocal-instructions-request.json");
+    let e2e_file = target.join("tasklocal-e2e.json");
     let results_file = target.join("tasklocal-criterion.json");
 
     let load_before = load_average();
     let source_before = source_version(&workspace);
     let sampler = LoadSampler::start();
     let mut results: BTreeMap<String, Estimate> = BTreeMap::new();
+    if options.only.is_some() {
+        // A partial run: start from the last merged results.
+        results = fs::read_to_string(&results_file)
+            .ok()
+            .and_then(|s| serde_json::from_str::<Value>(&s).ok())
+            .map(|v| estimates_from_json(&v))
+            .unwrap_or_default();
+    }
+    let selected = |bench: &str| {
+        options
+            .only
+            .as_ref()
+            .is_none_or(|only| only.iter().any(|o| o == bench))
+    };
     if options.run {
-        for bench in BENCHES {
+        for bench in BENCHES.into_iter().filter(|b| selected(b)) {
             // The budget's benches run more than once, each in a fresh process: a slow
             // phase of the machine only ever inflates a median, so the lower one counts.
             let repeats = if REPEATED.contains(&bench) {
@@ -115,7 +149,7 @@ fn main() {
             } else {
                 1
             };
-            for _ in 0..repeats {
+            for repeat in 0..repeats {
                 let since = SystemTime::now();
                 cargo_bench(
                     &workspace,
@@ -126,10 +160,16 @@ fn main() {
                     &options,
                     false,
                 );
-                keep_lower(&mut results, read_estimates(&stable_home, Some(since)), "");
+                let new = read_estimates(&stable_home, Some(since));
+                if repeat == 0 && options.only.is_some() {
+                    // A partial run replaces the last run's results of this bench.
+                    results.extend(new);
+                } else {
+                    keep_lower(&mut results, new, "");
+                }
             }
         }
-        if options.automatic {
+        if options.automatic && (selected("core") || selected("automatic")) {
             let since = SystemTime::now();
             cargo_bench(
                 &workspace,
@@ -157,10 +197,12 @@ fn main() {
         }
         fs::write(&results_file, estimates_to_json(&results).to_string())
             .expect("write the merged results");
-        let memory = run_memory(&workspace, &target, &options.tasks);
-        fs::write(&memory_file, &memory).expect("write the memory results");
-        let spawn = run_program(&workspace, &target, "spawn", &[]);
-        fs::write(&spawn_file, &spawn).expect("write the spawn results");
+        if options.only.is_none() {
+            let memory = run_memory(&workspace, &target, &options.tasks);
+            fs::write(&memory_file, &memory).expect("write the memory results");
+            let spawn = run_program(&workspace, &target, "spawn", &[]);
+            fs::write(&spawn_file, &spawn).expect("write the spawn results");
+        }
         if options.callgrind {
             match run_callgrind(&workspace, &target) {
                 Some(counts) => fs::write(&callgrind_file, counts.to_string())
@@ -169,6 +211,22 @@ fn main() {
                     let _ = fs::remove_file(&callgrind_file);
                 }
             }
+            match run_callgrind_request(&workspace, &target) {
+                Some(counts) => fs::write(&request_callgrind_file, counts.to_string())
+                    .expect("write the instruction counts"),
+                None => {
+                    let _ = fs::remove_file(&request_callgrind_file);
+                }
+            }
+        }
+        if options.e2e {
+            let e2e_target = if options.automatic {
+                &unstable_target
+            } else {
+                &target
+            };
+            let e2e = run_e2e(&workspace, e2e_target, options.automatic);
+            fs::write(&e2e_file, &e2e).expect("write the e2e results");
         }
     }
     let load_after = load_average();
@@ -203,6 +261,14 @@ fn main() {
         .ok()
         .and_then(|s| serde_json::from_str(&s).ok())
         .unwrap_or(Value::Null);
+    let read_json = |path: &Path| -> Value {
+        fs::read_to_string(path)
+            .ok()
+            .and_then(|s| serde_json::from_str(&s).ok())
+            .unwrap_or(Value::Null)
+    };
+    let request_instructions = read_json(&request_callgrind_file);
+    let e2e = read_json(&e2e_file);
     let mut machine = Machine::probe(&workspace, load_before, load_after);
     machine.peak_load = peak;
     if options.run && machine.source != source_before {
@@ -217,6 +283,8 @@ fn main() {
         memory,
         spawn,
         instructions,
+        request_instructions,
+        e2e,
         machine,
         options: &options,
     };
@@ -237,6 +305,10 @@ struct Report<'a> {
     /// The interleaved spawn + await rounds of `src/bin/spawn.rs`.
     spawn: Value,
     instructions: Value,
+    /// `examples/hotpath_request.rs` and `examples/hotpath_bridge.rs` under callgrind.
+    request_instructions: Value,
+    /// `src/bin/e2e.rs`: axum under loopback load.
+    e2e: Value,
     machine: Machine,
     options: &'a Options,
 }

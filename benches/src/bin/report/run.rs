@@ -9,7 +9,7 @@ use serde_json::Value;
 use crate::Options;
 
 /// The benches of this crate that need no special build, in report order.
-pub(crate) const BENCHES: [&str; 4] = ["core", "overhead", "mdc", "http"];
+pub(crate) const BENCHES: [&str; 5] = ["core", "overhead", "mdc", "http", "request"];
 /// The benches of the budget lines: run `--repeat` times, the lower median counts.
 pub(crate) const REPEATED: [&str; 2] = ["core", "overhead"];
 
@@ -114,6 +114,85 @@ pub(crate) const HOTPATH: [(&str, f64); 18] = [
 /// Counts instructions per call of the hot paths under callgrind (exact, whatever the
 /// load); `None` when valgrind is not installed.
 pub(crate) fn run_callgrind(workspace: &Path, target: &Path) -> Option<Value> {
+    run_callgrind_example(workspace, target, "hotpath", &HOTPATH)
+}
+
+/// What `examples/hotpath_request.rs` (SPEC.md 8b) calls: 100,000 times each.
+pub(crate) const HOTPATH_REQUEST: [(&str, f64); 18] = [
+    ("std_get", 1e5),
+    ("thread_owner_get", 1e5),
+    ("tokio_sync_scope", 1e5),
+    ("local_scope", 1e5),
+    ("hashmap_insert", 1e5),
+    ("hashmap_get", 1e5),
+    ("mdc_insert", 1e5),
+    ("mdc_get", 1e5),
+    ("otel_extract", 1e5),
+    ("tasklocal_extract", 1e5),
+    ("otel_inject", 1e5),
+    ("tasklocal_inject", 1e5),
+    ("service_plain", 1e5),
+    ("service_layered", 1e5),
+    ("log_inline_kv", 1e5),
+    ("log_mdc_logger", 1e5),
+    ("trivial", 1e5),
+    ("headers", 1e5),
+];
+
+/// What `examples/hotpath_bridge.rs` (SPEC.md 9) calls: 1,000,000 polls each.
+pub(crate) const HOTPATH_BRIDGE: [(&str, f64); 3] = [
+    ("poll_bare", 1e6),
+    ("poll_with_context", 1e6),
+    ("poll_task_bridged", 1e6),
+];
+
+/// The per-request and bridge counts: `{"request": {..}, "bridge": {..}}`.
+pub(crate) fn run_callgrind_request(workspace: &Path, target: &Path) -> Option<Value> {
+    let request = run_callgrind_example(workspace, target, "hotpath_request", &HOTPATH_REQUEST)?;
+    let bridge = run_callgrind_example(workspace, target, "hotpath_bridge", &HOTPATH_BRIDGE)?;
+    Some(serde_json::json!({ "request": request, "bridge": bridge }))
+}
+
+/// Runs `src/bin/e2e.rs` (axum under loopback load); with `automatic`, built with
+/// `--cfg tokio_unstable` in `target` so that automatic mode is one of its modes.
+pub(crate) fn run_e2e(workspace: &Path, target: &Path, automatic: bool) -> String {
+    eprintln!(
+        "== e2e (axum under loopback load){}",
+        if automatic {
+            " (--cfg tokio_unstable)"
+        } else {
+            ""
+        }
+    );
+    let mut cmd = cargo();
+    cmd.current_dir(workspace)
+        .args([
+            "run",
+            "--release",
+            "-p",
+            "tasklocal-benches",
+            "--bin",
+            "e2e",
+            "--",
+        ])
+        .env("CARGO_TARGET_DIR", target)
+        .stderr(Stdio::inherit());
+    if automatic {
+        let flags = std::env::var("RUSTFLAGS").unwrap_or_default();
+        cmd.env("RUSTFLAGS", format!("{flags} --cfg tokio_unstable"));
+    }
+    let out = cmd.output().expect("run the e2e program");
+    assert!(out.status.success(), "the e2e program failed");
+    String::from_utf8(out.stdout).expect("utf-8 output")
+}
+
+/// Counts instructions per call of `calls` in `example` under callgrind.
+fn run_callgrind_example(
+    workspace: &Path,
+    target: &Path,
+    example: &str,
+    calls_of: &[(&str, f64)],
+) -> Option<Value> {
     let found = Command::new("valgrind")
         .arg("--version")
         .output()
@@ -122,7 +201,7 @@ pub(crate) fn run_callgrind(workspace: &Path, target: &Path) -> Option<Value> {
         eprintln!("== valgrind not found: no instruction counts");
         return None;
     }
-    eprintln!("== instruction counts (callgrind, examples/hotpath.rs)");
+    eprintln!("== instruction counts (callgrind, examples/{example}.rs)");
     let status = cargo()
         .current_dir(workspace)
         .args([
@@ -132,17 +211,17 @@ pub(crate) fn run_callgrind(workspace: &Path, target: &Path) -> Option<Value> {
             "-p",
             "tasklocal-benches",
             "--example",
-            "hotpath",
+            example,
         ])
         .env("CARGO_TARGET_DIR", target)
         .status()
         .ok()?;
-    assert!(status.success(), "building examples/hotpath.rs failed");
-    let out_file = target.join("tasklocal-callgrind.out");
+    assert!(status.success(), "building examples/{example}.rs failed");
+    let out_file = target.join(format!("tasklocal-callgrind-{example}.out"));
     let status = Command::new("valgrind")
         .arg("--tool=callgrind")
         .arg(format!("--callgrind-out-file={}", out_file.display()))
-        .arg(target.join("release/examples/hotpath"))
+        .arg(target.join("release/examples").join(example))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
@@ -155,8 +234,8 @@ pub(crate) fn run_callgrind(workspace: &Path, target: &Path) -> Option<Value> {
         .ok()?;
     let text = String::from_utf8_lossy(&annotated.stdout);
     let mut counts = serde_json::Map::new();
-    for (name, calls) in HOTPATH {
-        let needle = format!("hotpath::{name} [");
+    for &(name, calls) in calls_of {
+        let needle = format!("{example}::{name} [");
         let total = text.lines().find(|l| l.contains(&needle)).and_then(|l| {
             l.split_whitespace()
                 .next()?
