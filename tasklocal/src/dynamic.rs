@@ -3,6 +3,7 @@
 use std::hash::Hash;
 
 use crate::current::{self, Here};
+use crate::once::Once;
 use crate::error::{panic_access, AccessError, Kind};
 use crate::key::KeyRepr;
 use crate::storage::Value;
@@ -99,7 +100,7 @@ fn lookup<K: Key, V: Clone + 'static>(storage: &crate::storage::Storage, key: &K
 /// `with_mut`), so `with` does not panic.
 #[inline]
 pub fn with<K: Key, V: 'static, R>(key: &K, f: impl FnOnce(Option<&V>) -> R) -> R {
-    let mut f = Some(f);
+    let mut f = Once::new(f);
     let r = current::with_storage(|storage| {
         let dynamic = storage.dynamic.get()?;
         let cell = dynamic.cells.get(dynamic.find(key)?)?;
@@ -107,12 +108,7 @@ pub fn with<K: Key, V: 'static, R>(key: &K, f: impl FnOnce(Option<&V>) -> R) -> 
         let value = slot.as_ref()?.downcast_ref::<V>()?;
         f.take().map(|f| f(Some(value)))
     });
-    match (r, f) {
-        (Some(r), _) => r,
-        (None, Some(f)) => f(None),
-        // `f` is only taken by the call that produced `Some`.
-        (None, None) => unreachable!(),
-    }
+    f.or(r, |f| f(None))
 }
 
 /// Removes the value of a dynamic key, whatever its type, and drops it (go-tls

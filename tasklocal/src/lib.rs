@@ -218,6 +218,7 @@ pub mod http;
 mod id;
 mod key;
 mod local;
+mod once;
 #[cfg(feature = "log")]
 pub mod log;
 #[cfg(feature = "log-mdc")]

@@ -689,6 +689,7 @@ impl<T: Send + 'static> Local<T> {
         } else {
             current::with_scoped_storage(|storage| replace_local(storage, index, &mut value))
         };
+        // Not `Once`: its `or` here compiled to 8 more instructions a `set`.
         match (old, value) {
             (Some(old), _) => Ok(old),
             (None, Some(value)) => Err(value),

@@ -81,6 +81,7 @@ use tracing_subscriber::registry::LookupSpan;
 use crate::local::Local;
 use crate::mdc::escape::{Json, Text};
 use crate::mdc::{self, Map};
+use crate::once::Once;
 
 /// An event formatter that adds the [MDC](crate::mdc) to the events `inner` formats;
 /// used together with [`MdcFields`], most easily through [`MdcExt::with_mdc`].
@@ -198,7 +199,7 @@ impl Drop for Armed {
 /// Runs `f` with the thread's buffer, emptied; a fresh one when it is in use
 /// (an event emitted while an event is formatted) or gone (thread teardown).
 fn with_buffer<R>(f: impl FnOnce(&mut String) -> R) -> R {
-    let mut f = Some(f);
+    let mut f = Once::new(f);
     let result = BUFFER.try_with(|buffer| {
         let mut buffer = buffer.try_borrow_mut().ok()?;
         buffer.clear();
@@ -209,11 +210,7 @@ fn with_buffer<R>(f: impl FnOnce(&mut String) -> R) -> R {
         }
         Some(result)
     });
-    match (result, f) {
-        (Ok(Some(result)), _) => result,
-        (_, Some(f)) => f(&mut String::new()),
-        (_, None) => unreachable!("`f` is taken only when it runs"),
-    }
+    f.or(result.ok().flatten(), |f| f(&mut String::new()))
 }
 
 /// Writes ` key="value"` for every entry, the way `tracing` writes string fields.
