@@ -3,9 +3,9 @@
 use std::hash::Hash;
 
 use crate::current::{self, Here};
-use crate::once::Once;
 use crate::error::{panic_access, AccessError, Kind};
 use crate::key::KeyRepr;
+use crate::once::Once;
 use crate::storage::Value;
 
 /// A bound every dynamic key meets: `Hash + Eq + Send + Sync + 'static`.

@@ -218,12 +218,12 @@ pub mod http;
 mod id;
 mod key;
 mod local;
-mod once;
 #[cfg(feature = "log")]
 pub mod log;
 #[cfg(feature = "log-mdc")]
 pub mod log_mdc;
 pub mod mdc;
+mod once;
 #[cfg(feature = "opentelemetry")]
 pub mod opentelemetry;
 #[cfg(feature = "reqwest")]
