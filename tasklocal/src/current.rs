@@ -20,7 +20,7 @@ use std::sync::Arc;
 use crate::bridge;
 use crate::error::{AccessError, Kind};
 use crate::once::Once;
-use crate::storage::{self, Garbage, Inherited, Storage, Value};
+use crate::storage::{self, Garbage, Inheritables, Storage, Value};
 // std's, or loom's in the loom models (each loom thread needs its own context).
 use crate::sync::thread_local;
 
@@ -69,12 +69,12 @@ pub(crate) struct Frame {
     /// Taken out and torn down by `Frame`'s own `Drop`, so the drop glue of an empty
     /// frame is two null checks, inline.
     storage: ManuallyDrop<Option<Box<Storage>>>,
-    seed: Option<Inherited>,
+    seed: Option<Inheritables>,
 }
 
 impl Frame {
     /// The frame of a new owner that inherits `seed`. Allocates nothing.
-    pub(crate) const fn new(seed: Option<Inherited>) -> Frame {
+    pub(crate) const fn new(seed: Option<Inheritables>) -> Frame {
         Frame {
             storage: ManuallyDrop::new(None),
             seed,
@@ -106,7 +106,7 @@ pub(crate) enum Here<'a> {
     /// The current owner's storage.
     Storage(&'a Storage),
     /// The current owner has no storage yet; this is what it inherited.
-    Seed(Option<&'a Inherited>),
+    Seed(Option<&'a Inheritables>),
     /// There is no storage and none may be created here.
     Denied(Kind),
 }
@@ -204,7 +204,7 @@ pub(crate) fn with_scoped_storage<R>(f: impl FnOnce(&Storage) -> Option<R>) -> O
 /// inherited never creates a storage). `None` like [`with_scoped_storage`].
 #[inline(always)]
 pub(crate) fn with_scoped_frame<R>(
-    f: impl FnOnce(Result<&Storage, &Inherited>) -> Option<R>,
+    f: impl FnOnce(Result<&Storage, &Inheritables>) -> Option<R>,
 ) -> Option<R> {
     // Not on `with_scoped`: written out, the path of a read that misses is one
     // instruction shorter.
@@ -245,7 +245,7 @@ pub(crate) fn with_storage<R>(f: impl FnOnce(&Storage) -> Option<R>) -> Option<R
 /// The inheritable values of the current owner, for a child: what its storage holds,
 /// or what it inherited if it has none yet.
 #[inline]
-pub(crate) fn capture() -> Option<Inherited> {
+pub(crate) fn capture() -> Option<Inheritables> {
     // Fast path, with no call on the way: a scoped owner.
     let scoped = with_scoped(|frame| match &*frame.storage {
         Some(storage) => storage.capture_unlent(),
@@ -260,7 +260,7 @@ pub(crate) fn capture() -> Option<Inherited> {
 /// [`capture`] from a thread's own storage, while the frame is borrowed, or while a
 /// `with_mut` has an inheritable value out.
 #[inline(never)]
-fn capture_miss() -> Option<Inherited> {
+fn capture_miss() -> Option<Inheritables> {
     read(|here| match here {
         Here::Storage(storage) => storage.capture(),
         Here::Seed(seed) => seed.cloned(),
@@ -320,7 +320,7 @@ fn create(cx: &Context) -> Result<(), AccessError> {
 /// Takes the current owner's storage and inheritance away, leaving it empty: the
 /// next access creates a new storage. Returns them to be dropped by the caller.
 /// Refused while a `with` closure borrows a value of the storage.
-pub(crate) fn detach() -> Result<(Option<Box<Storage>>, Option<Inherited>), AccessError> {
+pub(crate) fn detach() -> Result<(Option<Box<Storage>>, Option<Inheritables>), AccessError> {
     CONTEXT
         .try_with(|cx| match cx.frame.try_borrow_mut() {
             _ if denied_to_foreign_task(cx.owner.get()) => Ok((None, None)),
@@ -333,7 +333,7 @@ pub(crate) fn detach() -> Result<(Option<Box<Storage>>, Option<Inherited>), Acce
 /// Empties the current owner's storage (values and inheritance) and returns what it
 /// held, to be dropped by the caller with no borrow held. Refused while a `with`
 /// closure borrows one of its values.
-pub(crate) fn empty() -> Result<(Vec<Value>, Option<Inherited>), AccessError> {
+pub(crate) fn empty() -> Result<(Vec<Value>, Option<Inheritables>), AccessError> {
     let values = read(|here| match here {
         Here::Storage(storage) if storage.is_borrowed() => Err(AccessError::new(Kind::Borrowed)),
         Here::Storage(storage) => Ok(storage.take_values()),

@@ -90,7 +90,7 @@ pub(super) fn unique_mut<T: 'static>(entry: &mut Entry) -> Option<&mut T> {
 impl<T: Clone + Send + Sync + 'static> Local<T> {
     /// This key's index and `value` in inheritable form; `None` for a key that is not
     /// inheritable.
-    pub(crate) fn inherited_entry(&self, value: T) -> Option<(usize, Entry)> {
+    pub(crate) fn inheritable_entry(&self, value: T) -> Option<(usize, Entry)> {
         let mut entry = (self.inheritable?.share)(value);
         if let Entry::Fork(forked) = &mut entry {
             // In a snapshot: every owner seeded from it forks the value.
@@ -103,7 +103,7 @@ impl<T: Clone + Send + Sync + 'static> Local<T> {
 
     /// This key's value in a table of inherited entries (of an `inheritable_with` key:
     /// as captured, not forked).
-    pub(crate) fn inherited_value(&self, entries: &[Entry]) -> Option<T> {
+    pub(crate) fn inheritable_value(&self, entries: &[Entry]) -> Option<T> {
         self.inheritable?;
         entries.get(self.index())?.get_any::<T>().cloned()
     }
@@ -144,10 +144,13 @@ impl<T: Send + 'static> Local<T> {
         // The inherited entry waiting for its fork, if any.
         let pending = current::read(|here| match here {
             Here::Storage(storage) => {
-                let inherited = storage.inherited.try_borrow().map_err(|_| borrowed())?;
+                let inherited = storage
+                    .inheritables()
+                    .try_borrow()
+                    .map_err(|_| borrowed())?;
                 Ok(
                     match inherited.as_ref().and_then(|entries| entries.get(index)) {
-                        Some(Entry::Fork(forked)) if forked.owner != storage.id.as_u64() => {
+                        Some(Entry::Fork(forked)) if forked.owner != storage.id().as_u64() => {
                             Some(forked.clone())
                         }
                         _ => None,
@@ -184,11 +187,13 @@ impl<T: Send + 'static> Local<T> {
         // Stored in place of the inherited entry, unless `fork` wrote the key itself.
         let displaced = current::write(|storage| {
             let own = match entry {
-                Some(value) => self.owned_entry(value, storage.id.as_u64(), storage.stored_fork()),
+                Some(value) => {
+                    self.owned_entry(value, storage.id().as_u64(), storage.stored_fork())
+                }
                 None => Entry::Empty,
             };
             storage
-                .inherited_mut(|entries| match entries.get_mut(index) {
+                .inheritables_mut(|entries| match entries.get_mut(index) {
                     Some(slot) if matches!(&*slot, Entry::Fork(f) if Arc::ptr_eq(f, &source)) => {
                         std::mem::replace(slot, own)
                     }
@@ -209,12 +214,12 @@ impl<T: Send + 'static> Local<T> {
 /// Puts `value` (taken) in place of the present value of an inheritable key at `index`
 /// in `storage`, if its table is unshared; the old value.
 #[inline(always)]
-pub(super) fn replace_inherited<T: 'static>(
+pub(super) fn replace_inheritable<T: 'static>(
     storage: &Storage,
     index: usize,
     value: &mut Option<T>,
 ) -> Option<T> {
-    let mut inherited = storage.inherited.try_borrow_mut().ok()?;
+    let mut inherited = storage.inheritables().try_borrow_mut().ok()?;
     let entries = Arc::get_mut(inherited.as_mut()?)?;
     let present = unique_mut::<T>(entries.get_mut(index)?)?;
     Some(std::mem::replace(present, value.take()?))

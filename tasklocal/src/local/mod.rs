@@ -73,7 +73,7 @@ use key_index::KeyIndex;
 /// # Panics
 ///
 /// The methods without `try_` panic where their `try_` twin returns an
-/// [`AccessError`]:
+/// [`AccessError`](crate::AccessError):
 ///
 /// * in a tokio task that has no storage of its own (plain `tokio::spawn`,
 ///   `spawn_blocking`), a write panics — reads there see no value (initial values are
@@ -85,7 +85,7 @@ use key_index::KeyIndex;
 ///   `replace`, `take`, `scope` and `with_mut` of a non-inheritable key that a `with`
 ///   closure is reading, any access to the key a `with_mut` closure is mutating, and
 ///   an initializer reading its own key. Those panic, and their `try_` forms return an
-///   error for which [`is_borrowed`](AccessError::is_borrowed) is true. (A `with`
+///   error for which [`is_borrowed`](crate::AccessError::is_borrowed) is true. (A `with`
 ///   closure of an inheritable key reads a shared reference to the value, so writes of
 ///   that key inside it are served; the closure keeps seeing the value it started
 ///   with.) Entering another owner (polling a [`Task`](crate::Task),

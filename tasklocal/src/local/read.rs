@@ -1,6 +1,6 @@
 //! The reads of `Local<T>`: `get`, `with`, `is_set`, each with its `try_` twin.
 
-use crate::current::{self};
+use crate::current;
 use crate::error::{panic_access, AccessError, Kind};
 use crate::storage::Storage;
 
@@ -53,7 +53,7 @@ impl<T: Send + 'static> Local<T> {
             // Fast path: a non-inheritable value is read in place, under the borrow.
             let index = self.index();
             let fast = current::with_storage(|storage| {
-                let slot = storage.locals.get_inline(index)?.try_borrow().ok()?;
+                let slot = storage.locals().get_inline(index)?.try_borrow().ok()?;
                 let value = slot.as_ref()?.downcast_ref::<T>()?;
                 Some(f.take()?(Some(value)))
             });
@@ -182,10 +182,10 @@ impl<T: Send + Clone + 'static> Local<T> {
     #[inline(always)]
     pub(super) fn read_in(&self, storage: &Storage, index: usize) -> Option<T> {
         if self.is_inheritable() {
-            let inherited = storage.inherited.try_borrow().ok()?;
+            let inherited = storage.inheritables().try_borrow().ok()?;
             inherited.as_ref()?.get(index)?.get::<T>().cloned()
         } else {
-            let slot = storage.locals.get_inline(index)?.try_borrow().ok()?;
+            let slot = storage.locals().get_inline(index)?.try_borrow().ok()?;
             slot.as_ref()?.downcast_ref::<T>().cloned()
         }
     }

@@ -46,7 +46,7 @@ impl<T: Send + 'static> Local<T> {
         let inheritable = self.is_inheritable();
         let borrowed = || AccessError::new(Kind::Borrowed);
         current::read(|here| match here {
-            Here::Storage(storage) if !inheritable => match storage.locals.get(index) {
+            Here::Storage(storage) if !inheritable => match storage.locals().get(index) {
                 Some(cell) => {
                     let slot = cell.try_borrow().map_err(|_| borrowed())?;
                     Ok(match slot.as_ref().and_then(Value::downcast_ref::<T>) {
@@ -57,7 +57,10 @@ impl<T: Send + 'static> Local<T> {
                 None => Ok(Visit::Missing),
             },
             Here::Storage(storage) => {
-                let inherited = storage.inherited.try_borrow().map_err(|_| borrowed())?;
+                let inherited = storage
+                    .inheritables()
+                    .try_borrow()
+                    .map_err(|_| borrowed())?;
                 visit_entry(
                     inherited.as_ref().and_then(|entries| entries.get(index)),
                     f,
@@ -182,7 +185,7 @@ impl Drop for LentBack {
         let rejected = current::write(|storage| {
             storage.unlend();
             storage
-                .inherited_mut(|entries| match entries.get_mut(index) {
+                .inheritables_mut(|entries| match entries.get_mut(index) {
                     Some(slot @ Entry::Lent) => {
                         *slot = entry;
                         None
@@ -204,7 +207,7 @@ pub(super) fn replace_local<T: 'static>(
     index: usize,
     value: &mut Option<T>,
 ) -> Option<T> {
-    let mut slot = storage.locals.get_inline(index)?.try_borrow_mut().ok()?;
+    let mut slot = storage.locals().get_inline(index)?.try_borrow_mut().ok()?;
     let present = slot.as_mut()?.downcast_mut::<T>()?;
     Some(std::mem::replace(present, value.take()?))
 }
@@ -212,7 +215,7 @@ pub(super) fn replace_local<T: 'static>(
 /// How many times the current owner's inheritable values were captured.
 pub(super) fn captures() -> u64 {
     current::read(|here| match here {
-        Here::Storage(storage) => storage.captures.get(),
+        Here::Storage(storage) => storage.captures(),
         _ => 0,
     })
 }
@@ -236,17 +239,17 @@ pub(super) fn swap_in(storage: &Storage, index: usize, raw: Raw) -> Result<Raw, 
     let borrowed = || AccessError::new(Kind::Borrowed);
     match raw {
         Raw::Local(value) => {
-            let cell = storage.locals.get_or_create(index);
+            let cell = storage.locals().get_or_create(index);
             let mut slot = cell.try_borrow_mut().map_err(|_| borrowed())?;
             Ok(Raw::Local(std::mem::replace(&mut *slot, value)))
         }
         Raw::Inheritable(mut entry) => storage
-            .inherited_mut(|entries| {
+            .inheritables_mut(|entries| {
                 if let Entry::Fork(forked) = &mut entry {
                     // A value just written: this owner's own.
                     if let Some(forked) = Arc::get_mut(forked) {
                         if forked.owner == Forked::FRESH {
-                            forked.owner = storage.id.as_u64();
+                            forked.owner = storage.id().as_u64();
                             forked.epoch = storage.stored_fork();
                         }
                     }

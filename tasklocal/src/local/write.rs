@@ -3,11 +3,11 @@
 
 use std::sync::Arc;
 
-use crate::current::{self};
+use crate::current;
 use crate::error::{panic_access, AccessError, Kind};
 use crate::storage::{Entry, Value};
 
-use super::inheritable::replace_inherited;
+use super::inheritable::replace_inheritable;
 use super::slot::{replace_local, LentBack, Raw, Visit};
 use super::Local;
 
@@ -75,7 +75,7 @@ impl<T: Send + 'static> Local<T> {
         // Two closures, the key's kind decided outside them: one closure with the branch
         // inside compiled to a path 24 instructions longer.
         let old = if self.is_inheritable() {
-            current::with_scoped_storage(|storage| replace_inherited(storage, index, &mut value))
+            current::with_scoped_storage(|storage| replace_inheritable(storage, index, &mut value))
         } else {
             current::with_scoped_storage(|storage| replace_local(storage, index, &mut value))
         };
@@ -95,7 +95,7 @@ impl<T: Send + 'static> Local<T> {
         let index = self.index();
         let mut value = Some(value);
         let old = if self.is_inheritable() {
-            current::with_storage(|storage| replace_inherited(storage, index, &mut value))
+            current::with_storage(|storage| replace_inheritable(storage, index, &mut value))
         } else {
             current::with_storage(|storage| replace_local(storage, index, &mut value))
         };
@@ -225,7 +225,7 @@ impl<T: Send + 'static> Local<T> {
         let Some(ops) = self.inheritable else {
             let mut f = Some(f);
             return current::write(|storage| {
-                let cell = storage.locals.get_or_create(index);
+                let cell = storage.locals().get_or_create(index);
                 let mut slot = cell
                     .try_borrow_mut()
                     .map_err(|_| AccessError::new(Kind::Borrowed))?;
@@ -236,7 +236,7 @@ impl<T: Send + 'static> Local<T> {
         // Take the entry out, leaving `Lent` so that reentrant access to this key fails
         // cleanly; `f` runs with no borrow held; the guard puts the entry back.
         let entry = current::write(|storage| {
-            let taken = storage.inherited_mut(|entries| match entries.get_mut(index) {
+            let taken = storage.inheritables_mut(|entries| match entries.get_mut(index) {
                 Some(Entry::Lent) => Err(AccessError::new(Kind::Borrowed)),
                 Some(entry @ (Entry::Value(_) | Entry::Small(_) | Entry::Fork(_))) => {
                     Ok(Some(std::mem::replace(entry, Entry::Lent)))
@@ -247,7 +247,7 @@ impl<T: Send + 'static> Local<T> {
             if taken.is_some() {
                 storage.lend();
             }
-            Ok((taken, storage.captures.get()))
+            Ok((taken, storage.captures()))
         })??;
         let (entry, captures) = entry;
         let mut lent = LentBack { index, entry };

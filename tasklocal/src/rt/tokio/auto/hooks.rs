@@ -10,7 +10,6 @@ use ::tokio::task::Id;
 
 use crate::bridge;
 use crate::current::{self, Frame};
-use crate::snapshot::Snapshot;
 // std's, or loom's in the loom models (`auto/loom_models.rs`).
 use crate::sync::thread_local;
 
@@ -51,7 +50,7 @@ impl Registry {
         if stillborn {
             return;
         }
-        let slot = Slot::idle(Snapshot::capture().into_frame());
+        let slot = Slot::idle(Frame::new(current::capture()));
         let key = key(id);
         let old = self.lock(key).insert(key, slot);
         // Dropped outside the lock (never anything: ids are unique).
