@@ -58,7 +58,7 @@ pub(super) type Slots = HashMap<u64, Slot, BuildHasherDefault<SlotHasher>>;
 
 /// One shard, on cache lines of its own.
 #[repr(align(128))]
-pub(super) struct Shard(Mutex<Slots>);
+pub(super) struct Shard(pub(super) Mutex<Slots>);
 
 /// Every task's frame, by task id.
 pub(super) struct Registry {
