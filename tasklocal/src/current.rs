@@ -13,13 +13,14 @@
 //! [`Owner::ThreadGone`]: reads see nothing, writes fail with [`Kind::Destroyed`], and
 //! other owners (a `Task` dropped by another thread-local's destructor) still work.
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, Ref, RefCell};
 use std::mem::{self, ManuallyDrop};
 use std::sync::Arc;
 
 use crate::bridge;
 use crate::error::{AccessError, Kind};
-use crate::storage::{self, Garbage, Inherited, Storage, Value};
+use crate::once::Once;
+use crate::storage::{self, Garbage, Inheritables, Storage, Value};
 // std's, or loom's in the loom models (each loom thread needs its own context).
 use crate::sync::thread_local;
 
@@ -68,12 +69,12 @@ pub(crate) struct Frame {
     /// Taken out and torn down by `Frame`'s own `Drop`, so the drop glue of an empty
     /// frame is two null checks, inline.
     storage: ManuallyDrop<Option<Box<Storage>>>,
-    seed: Option<Inherited>,
+    seed: Option<Inheritables>,
 }
 
 impl Frame {
     /// The frame of a new owner that inherits `seed`. Allocates nothing.
-    pub(crate) const fn new(seed: Option<Inherited>) -> Frame {
+    pub(crate) const fn new(seed: Option<Inheritables>) -> Frame {
         Frame {
             storage: ManuallyDrop::new(None),
             seed,
@@ -105,13 +106,62 @@ pub(crate) enum Here<'a> {
     /// The current owner's storage.
     Storage(&'a Storage),
     /// The current owner has no storage yet; this is what it inherited.
-    Seed(Option<&'a Inherited>),
+    Seed(Option<&'a Inheritables>),
     /// There is no storage and none may be created here.
     Denied(Kind),
 }
 
-/// Whether this code runs in a tokio task that has no owner of its own: there the
-/// worker thread's storage must not be used.
+/// The isolation rule, written once: the worker thread's storage is never lent to a
+/// tokio task that has none of its own. True when the current owner, `owner`, is the
+/// thread but the code running is such a task.
+#[inline(always)]
+fn denied_to_foreign_task(owner: Owner) -> bool {
+    owner == Owner::Thread && in_foreign_task()
+}
+
+/// Decides which owner is current for the code running here: the frame in `CONTEXT`
+/// and its kind, or why it may not be used ([`Kind::Borrowed`] while an owner is
+/// being switched or emptied, [`Kind::NoStorage`] by [the isolation
+/// rule](denied_to_foreign_task)). Every access but the scoped fast paths goes through it.
+#[inline(always)]
+fn decide(cx: &Context) -> Result<(Ref<'_, ManuallyDrop<Frame>>, Owner), Kind> {
+    let owner = cx.owner.get();
+    let frame = cx.frame.try_borrow().map_err(|_| Kind::Borrowed)?;
+    if denied_to_foreign_task(owner) {
+        return Err(Kind::NoStorage);
+    }
+    Ok((frame, owner))
+}
+
+/// What the owner [`decide`]d on offers an access.
+#[inline(always)]
+fn here<'a>(frame: &'a Frame, owner: Owner) -> Here<'a> {
+    match (&*frame.storage, owner) {
+        (Some(storage), _) => Here::Storage(storage),
+        (None, Owner::ThreadGone) => Here::Denied(Kind::Destroyed),
+        (None, _) => Here::Seed(frame.seed.as_ref()),
+    }
+}
+
+/// The frame of a scoped owner (a `Task`, a snapshot run, a task in automatic mode),
+/// which needs no [`decide`]: no isolation rule applies to it. `None` when the current
+/// owner is a thread. It makes no call, so a caller whose hit path is this needs no
+/// stack frame.
+#[inline(always)]
+fn with_scoped<R>(f: impl FnOnce(&Frame) -> Option<R>) -> Option<R> {
+    CONTEXT
+        .try_with(|cx| {
+            if cx.owner.get() != Owner::Scoped {
+                return None;
+            }
+            let frame = cx.frame.try_borrow().ok()?;
+            f(&frame)
+        })
+        .ok()
+        .flatten()
+}
+
+/// Whether this code runs in a tokio task that has no owner of its own.
 #[inline]
 fn in_foreign_task() -> bool {
     #[cfg(feature = "tokio")]
@@ -128,27 +178,15 @@ fn in_foreign_task() -> bool {
 /// it may borrow cells of the storage but must not run code that enters an owner.
 #[inline]
 pub(crate) fn read<R>(f: impl FnOnce(Here<'_>) -> R) -> R {
-    let mut f = Some(f);
+    let mut f = Once::new(f);
     let result = CONTEXT.try_with(|cx| {
         let f = f.take()?;
-        Some(match cx.frame.try_borrow() {
-            Ok(frame) => match (&*frame.storage, cx.owner.get()) {
-                // The worker thread's storage is never lent to a tokio task that has
-                // none of its own.
-                (_, Owner::Thread) if in_foreign_task() => f(Here::Denied(Kind::NoStorage)),
-                (Some(storage), _) => f(Here::Storage(storage)),
-                (None, Owner::ThreadGone) => f(Here::Denied(Kind::Destroyed)),
-                (None, _) => f(Here::Seed(frame.seed.as_ref())),
-            },
-            Err(_) => f(Here::Denied(Kind::Borrowed)),
+        Some(match decide(cx) {
+            Ok((frame, owner)) => f(here(&frame, owner)),
+            Err(kind) => f(Here::Denied(kind)),
         })
     });
-    match (result, f) {
-        (Ok(Some(r)), _) => r,
-        (_, Some(f)) => f(Here::Denied(Kind::Destroyed)),
-        // `f` is taken exactly when the closure ran and returned `Some`.
-        (_, None) => unreachable!(),
-    }
+    f.or(result.ok().flatten(), |f| f(Here::Denied(Kind::Destroyed)))
 }
 
 /// The fast path of accessors inside a scoped owner (a `Task`, a snapshot run, a task
@@ -158,16 +196,7 @@ pub(crate) fn read<R>(f: impl FnOnce(Here<'_>) -> R) -> R {
 /// path is this needs no stack frame.
 #[inline(always)]
 pub(crate) fn with_scoped_storage<R>(f: impl FnOnce(&Storage) -> Option<R>) -> Option<R> {
-    CONTEXT
-        .try_with(|cx| {
-            if cx.owner.get() != Owner::Scoped {
-                return None;
-            }
-            let frame = cx.frame.try_borrow().ok()?;
-            f(frame.storage.as_deref()?)
-        })
-        .ok()
-        .flatten()
+    with_scoped(|frame| f(frame.storage.as_deref()?))
 }
 
 /// The fast path of reads inside a scoped owner: `f` with the owner's storage, or,
@@ -175,8 +204,10 @@ pub(crate) fn with_scoped_storage<R>(f: impl FnOnce(&Storage) -> Option<R>) -> O
 /// inherited never creates a storage). `None` like [`with_scoped_storage`].
 #[inline(always)]
 pub(crate) fn with_scoped_frame<R>(
-    f: impl FnOnce(Result<&Storage, &Inherited>) -> Option<R>,
+    f: impl FnOnce(Result<&Storage, &Inheritables>) -> Option<R>,
 ) -> Option<R> {
+    // Not on `with_scoped`: written out, the path of a read that misses is one
+    // instruction shorter.
     CONTEXT
         .try_with(|cx| {
             if cx.owner.get() != Owner::Scoped {
@@ -198,9 +229,11 @@ pub(crate) fn with_scoped_frame<R>(
 pub(crate) fn with_storage<R>(f: impl FnOnce(&Storage) -> Option<R>) -> Option<R> {
     CONTEXT
         .try_with(|cx| {
+            // [`decide`] with the storage looked at first: one instruction less on
+            // the path of every read that misses the scoped fast path.
             let frame = cx.frame.try_borrow().ok()?;
             let storage = frame.storage.as_deref()?;
-            if cx.owner.get() != Owner::Scoped && in_foreign_task() {
+            if denied_to_foreign_task(cx.owner.get()) {
                 return None;
             }
             f(storage)
@@ -212,28 +245,22 @@ pub(crate) fn with_storage<R>(f: impl FnOnce(&Storage) -> Option<R>) -> Option<R
 /// The inheritable values of the current owner, for a child: what its storage holds,
 /// or what it inherited if it has none yet.
 #[inline]
-pub(crate) fn capture() -> Option<Inherited> {
+pub(crate) fn capture() -> Option<Inheritables> {
     // Fast path, with no call on the way: a scoped owner.
-    let scoped = CONTEXT.try_with(|cx| {
-        if cx.owner.get() != Owner::Scoped {
-            return None;
-        }
-        let frame = cx.frame.try_borrow().ok()?;
-        match &*frame.storage {
-            Some(storage) => storage.capture_unlent(),
-            None => Some(frame.seed.clone()),
-        }
+    let scoped = with_scoped(|frame| match &*frame.storage {
+        Some(storage) => storage.capture_unlent(),
+        None => Some(frame.seed.clone()),
     });
     match scoped {
-        Ok(Some(inherited)) => inherited,
-        _ => capture_miss(),
+        Some(inherited) => inherited,
+        None => capture_miss(),
     }
 }
 
 /// [`capture`] from a thread's own storage, while the frame is borrowed, or while a
 /// `with_mut` has an inheritable value out.
 #[inline(never)]
-fn capture_miss() -> Option<Inherited> {
+fn capture_miss() -> Option<Inheritables> {
     read(|here| match here {
         Here::Storage(storage) => storage.capture(),
         Here::Seed(seed) => seed.cloned(),
@@ -248,13 +275,7 @@ pub(crate) fn write<R>(f: impl FnOnce(&Storage) -> R) -> Result<R, AccessError> 
     CONTEXT
         .try_with(|cx| {
             {
-                let frame = cx
-                    .frame
-                    .try_borrow()
-                    .map_err(|_| AccessError::new(Kind::Borrowed))?;
-                if cx.owner.get() == Owner::Thread && in_foreign_task() {
-                    return Err(AccessError::new(Kind::NoStorage));
-                }
+                let (frame, _) = decide(cx).map_err(AccessError::new)?;
                 if let Some(storage) = &*frame.storage {
                     if let Some(f) = f.take() {
                         return Ok(f(storage));
@@ -274,6 +295,7 @@ pub(crate) fn write<R>(f: impl FnOnce(&Storage) -> R) -> Result<R, AccessError> 
         .unwrap_or(Err(AccessError::new(Kind::Destroyed)))
 }
 
+/// Creates the storage of the current owner, which [`decide`] allowed.
 #[cold]
 fn create(cx: &Context) -> Result<(), AccessError> {
     let mut frame = cx
@@ -282,7 +304,6 @@ fn create(cx: &Context) -> Result<(), AccessError> {
         .map_err(|_| AccessError::new(Kind::Borrowed))?;
     match cx.owner.get() {
         Owner::ThreadGone => return Err(AccessError::new(Kind::Destroyed)),
-        Owner::Thread if in_foreign_task() => return Err(AccessError::new(Kind::NoStorage)),
         Owner::Thread if !cx.exit_registered.get() => {
             if THREAD_EXIT.try_with(|_| ()).is_err() {
                 return Err(AccessError::new(Kind::Destroyed));
@@ -299,10 +320,10 @@ fn create(cx: &Context) -> Result<(), AccessError> {
 /// Takes the current owner's storage and inheritance away, leaving it empty: the
 /// next access creates a new storage. Returns them to be dropped by the caller.
 /// Refused while a `with` closure borrows a value of the storage.
-pub(crate) fn detach() -> Result<(Option<Box<Storage>>, Option<Inherited>), AccessError> {
+pub(crate) fn detach() -> Result<(Option<Box<Storage>>, Option<Inheritables>), AccessError> {
     CONTEXT
         .try_with(|cx| match cx.frame.try_borrow_mut() {
-            _ if cx.owner.get() == Owner::Thread && in_foreign_task() => Ok((None, None)),
+            _ if denied_to_foreign_task(cx.owner.get()) => Ok((None, None)),
             Ok(mut frame) => Ok((frame.storage.take(), frame.seed.take())),
             Err(_) => Err(AccessError::new(Kind::Borrowed)),
         })
@@ -312,7 +333,7 @@ pub(crate) fn detach() -> Result<(Option<Box<Storage>>, Option<Inherited>), Acce
 /// Empties the current owner's storage (values and inheritance) and returns what it
 /// held, to be dropped by the caller with no borrow held. Refused while a `with`
 /// closure borrows one of its values.
-pub(crate) fn empty() -> Result<(Vec<Value>, Option<Inherited>), AccessError> {
+pub(crate) fn empty() -> Result<(Vec<Value>, Option<Inheritables>), AccessError> {
     let values = read(|here| match here {
         Here::Storage(storage) if storage.is_borrowed() => Err(AccessError::new(Kind::Borrowed)),
         Here::Storage(storage) => Ok(storage.take_values()),
@@ -320,7 +341,7 @@ pub(crate) fn empty() -> Result<(Vec<Value>, Option<Inherited>), AccessError> {
     })?;
     let seed = CONTEXT
         .try_with(|cx| match cx.frame.try_borrow_mut() {
-            _ if cx.owner.get() == Owner::Thread && in_foreign_task() => None,
+            _ if denied_to_foreign_task(cx.owner.get()) => None,
             Ok(mut frame) => frame.seed.take(),
             Err(_) => None,
         })
@@ -448,7 +469,7 @@ pub(crate) fn entered<R>(frame: &mut Frame, f: impl FnOnce() -> R) -> R {
         }
     }
 
-    let mut f = Some(f);
+    let mut f = Once::new(f);
     let result = CONTEXT.try_with(|cx| {
         let Ok(mut current) = cx.frame.try_borrow_mut() else {
             crate::error::panic_enter_borrowed()
@@ -463,12 +484,7 @@ pub(crate) fn entered<R>(frame: &mut Frame, f: impl FnOnce() -> R) -> R {
         };
         f.take().map(|f| f())
     });
-    match (result, f) {
-        (Ok(Some(r)), _) => r,
-        (_, Some(f)) => f(),
-        // `f` is taken exactly when the closure ran and returned `Some`.
-        (_, None) => unreachable!(),
-    }
+    f.or(result.ok().flatten(), |f| f())
 }
 
 /// [`entered`] when bridges are registered ([`bridge::any`]): through [`enter`]'s

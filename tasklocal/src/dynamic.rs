@@ -5,6 +5,7 @@ use std::hash::Hash;
 use crate::current::{self, Here};
 use crate::error::{panic_access, AccessError, Kind};
 use crate::key::KeyRepr;
+use crate::once::Once;
 use crate::storage::Value;
 
 /// A bound every dynamic key meets: `Hash + Eq + Send + Sync + 'static`.
@@ -79,7 +80,7 @@ fn get_miss<K: Key, V: Clone + 'static>(key: &K) -> Option<V> {
 /// A clone of the value of `key` in `storage`.
 #[inline(always)]
 fn lookup<K: Key, V: Clone + 'static>(storage: &crate::storage::Storage, key: &K) -> Option<V> {
-    let dynamic = storage.dynamic.get()?;
+    let dynamic = storage.dynamic_if_created()?;
     let slot = dynamic.cells.get(dynamic.find(key)?)?.try_borrow().ok()?;
     slot.as_ref()?.downcast_ref::<V>().cloned()
 }
@@ -99,20 +100,15 @@ fn lookup<K: Key, V: Clone + 'static>(storage: &crate::storage::Storage, key: &K
 /// `with_mut`), so `with` does not panic.
 #[inline]
 pub fn with<K: Key, V: 'static, R>(key: &K, f: impl FnOnce(Option<&V>) -> R) -> R {
-    let mut f = Some(f);
+    let mut f = Once::new(f);
     let r = current::with_storage(|storage| {
-        let dynamic = storage.dynamic.get()?;
+        let dynamic = storage.dynamic_if_created()?;
         let cell = dynamic.cells.get(dynamic.find(key)?)?;
         let slot = cell.try_borrow().ok()?;
         let value = slot.as_ref()?.downcast_ref::<V>()?;
         f.take().map(|f| f(Some(value)))
     });
-    match (r, f) {
-        (Some(r), _) => r,
-        (None, Some(f)) => f(None),
-        // `f` is only taken by the call that produced `Some`.
-        (None, None) => unreachable!(),
-    }
+    f.or(r, |f| f(None))
 }
 
 /// Removes the value of a dynamic key, whatever its type, and drops it (go-tls
@@ -185,7 +181,7 @@ fn take_if<K: Key>(
             Here::Seed(_) => return Ok(None),
             Here::Denied(kind) => return Err(AccessError::new(kind)),
         };
-        let Some(dynamic) = storage.dynamic.get() else {
+        let Some(dynamic) = storage.dynamic_if_created() else {
             return Ok(None);
         };
         let Some(n) = dynamic.find(key) else {

@@ -10,8 +10,8 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 
-use crate::storage::{Cells, Value};
-use crate::value::Small;
+use crate::cells::Cells;
+use crate::value::{Small, Value};
 
 /// Dynamic keys of one storage: the index and the cells of their values.
 pub(crate) struct Dynamic {

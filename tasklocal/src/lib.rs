@@ -31,7 +31,7 @@
 //! | `set` anywhere, no scope | yes | yes | yes | no (`scope`/`sync_scope` only) | yes | yes |
 //! | initial value | `with_initial` | no / `withInitial` | `withInitial` | no | yes | default |
 //! | inherited by children | `inheritable`, O(1) capture | no / yes (copy) | `InheritableThreadLocal` (copy) | no (#2396) | no | yes (O(1)) |
-//! | into `spawn_blocking`, rayon, threads | `spawn_blocking`, [`rt::rayon`], [`thread`] | — | — | lost | — | `copy_context().run` |
+//! | into `spawn_blocking`, rayon, threads | `spawn_blocking`, [`rayon`], [`thread`] | — | — | lost | — | `copy_context().run` |
 //! | cleanup at end (cancel, panic) | handlers FILO, then values | `AtExit` (go-tls) | `remove()` by hand | value dropped | at thread exit | GC |
 //! | dynamic keys | [`set`]/[`get`]/[`remove`] | yes | no | no | no | no |
 //! | implementation | safe Rust | runtime patching / stack walk | JVM | safe Rust | compiler | interpreter |
@@ -173,6 +173,36 @@
 //! let name: &String = NAME.with(|name| name.unwrap());
 //! ```
 //!
+//! # How it is built
+//!
+//! Four layers; each file imports only from its own layer or the ones below it
+//! (`ARCHITECTURE.md` in the repository has the map):
+//!
+//! 1. **API**: [`Local`] (`local/mod.rs`, its reads in `local/read.rs`, its writes in
+//!    `local/write.rs`), the dynamic keys ([`set`], [`get`], … in `dynamic.rs`),
+//!    [`Task`], [`Snapshot`], [`TaskId`], [`AccessError`].
+//! 2. **Slot access**: `local/slot.rs`, where every accessor of a [`Local`] goes when
+//!    its fast path misses (no storage yet, a seed inherited, an initial value, a
+//!    borrow); `local/inheritable.rs` (copy-on-write and forks of inheritable values).
+//! 3. **Current owner**: `current.rs`, one const thread-local holding the current
+//!    owner's frame. One function, `decide`, says which owner is current and applies
+//!    the isolation rule (a plain tokio task never gets the worker thread's storage);
+//!    guards switch owners and restore them, also on unwind, and call the
+//!    [bridges](bridge).
+//! 4. **Storage**: `storage.rs`, one owner's values, inheritable values (a
+//!    copy-on-write table, so a [`Snapshot`] is a reference count) and exit handlers,
+//!    with its teardown; `cells.rs` and `key.rs` are its tables of cells.
+//!
+//! Integrations — [`tokio`] and [`rayon`] (in `rt/`),
+//! [`thread`], [`mdc`], `log`, `tracing`, `http` — sit on top and only call down.
+//!
+//! The path of `Local::get` of a value inside a [`Task`]: the key's index (one relaxed
+//! atomic load) → `current::with_scoped_storage` (the current owner is a `Task`: its
+//! storage) → the key's cell (one of 8 inline cells, or the inheritable table's entry)
+//! → a clone. A hit makes no call. Anything else leaves the inlined path once, to
+//! `local/slot.rs`, which asks `current::read` (built on `decide`) what the current
+//! owner has.
+//!
 //! # Limitations
 //!
 //! * **The main thread's storage is never torn down**: Rust runs no thread-local
@@ -180,7 +210,7 @@
 //!   and its values are not dropped. Do request work in tasks or [`Snapshot::run`].
 //! * **Executors other than tokio** see the thread's storage unless futures are wrapped
 //!   with [`task`] or [`Snapshot::task`]; thread pools need [`Snapshot`] (see
-//!   [`rt::rayon`] for rayon).
+//!   [`rayon`] for rayon).
 //! * While a `with`/`with_mut` closure of a non-inheritable key runs, another owner
 //!   cannot be entered on the same thread (see [`Local`](Local#panics)).
 //! * Exit handlers registered on a thread run when it exits, from a thread-local
@@ -209,6 +239,7 @@
 
 pub mod bridge;
 mod carried;
+mod cells;
 mod current;
 mod dynamic;
 mod error;
@@ -223,11 +254,12 @@ pub mod log;
 #[cfg(feature = "log-mdc")]
 pub mod log_mdc;
 pub mod mdc;
+mod once;
 #[cfg(feature = "opentelemetry")]
 pub mod opentelemetry;
 #[cfg(feature = "reqwest")]
 pub mod reqwest;
-pub mod rt;
+mod rt;
 mod snapshot;
 mod storage;
 mod sync;
@@ -342,7 +374,7 @@ pub fn try_unload() -> Result<(), AccessError> {
 #[inline(always)]
 #[track_caller]
 pub fn id() -> TaskId {
-    match current::with_scoped_storage(|storage| Some(storage.id)) {
+    match current::with_scoped_storage(|storage| Some(storage.id())) {
         Some(id) => id,
         // A tail call: the hit path makes no call and needs no stack frame.
         None => id_miss(),
@@ -363,9 +395,9 @@ fn id_miss() -> TaskId {
 /// ```
 #[inline(always)]
 pub fn try_id() -> Result<TaskId, AccessError> {
-    match current::with_storage(|storage| Some(storage.id)) {
+    match current::with_storage(|storage| Some(storage.id())) {
         Some(id) => Ok(id),
-        None => current::write(|storage| storage.id),
+        None => current::write(|storage| storage.id()),
     }
 }
 

@@ -7,7 +7,7 @@ use crate::current::{self, Frame};
 use std::sync::Arc;
 
 use crate::local::Local;
-use crate::storage::{Entry, Inherited};
+use crate::storage::{Entry, Inheritables};
 use crate::task::Task;
 
 /// The inheritable values of an owner, captured in O(1): how context crosses into
@@ -33,7 +33,7 @@ use crate::task::Task;
 /// ```
 #[derive(Clone, Default)]
 pub struct Snapshot {
-    inherited: Option<Inherited>,
+    inherited: Option<Inheritables>,
 }
 
 impl Snapshot {
@@ -105,7 +105,7 @@ impl Snapshot {
         key: &'static Local<T>,
         value: T,
     ) -> Snapshot {
-        let Some((index, entry)) = key.inherited_entry(value) else {
+        let Some((index, entry)) = key.inheritable_entry(value) else {
             return self.clone();
         };
         let mut entries = self.inherited.as_deref().cloned().unwrap_or_default();
@@ -148,7 +148,7 @@ impl Snapshot {
     /// assert_eq!(tasklocal::Snapshot::empty().get(&N), None);
     /// ```
     pub fn get<T: Clone + Send + Sync + 'static>(&self, key: &'static Local<T>) -> Option<T> {
-        key.inherited_value(self.inherited.as_deref()?)
+        key.inheritable_value(self.inherited.as_deref()?)
     }
 
     /// Wraps `future` in a [`Task`] seeded from this snapshot.
@@ -162,12 +162,6 @@ impl Snapshot {
     /// ```
     pub fn task<F: Future>(&self, future: F) -> Task<F> {
         Task::with_frame(future, Frame::new(self.inherited.clone()))
-    }
-
-    /// The frame of a new owner seeded from this snapshot (runtime hooks keep it
-    /// themselves instead of wrapping a future).
-    pub(crate) fn into_frame(self) -> Frame {
-        Frame::new(self.inherited)
     }
 }
 

@@ -4,7 +4,7 @@
 //! it uses `Cell`/`RefCell` and no locks. Every value lives in its own cell whose
 //! address never changes, so a value can stay borrowed by a `with` closure while the
 //! closure writes other keys. Inheritable values live in one copy-on-write table
-//! ([`Inherited`]) so that capturing them for a child is one reference-count increment.
+//! ([`Inheritables`]) so that capturing them for a child is one reference-count increment.
 
 use std::any::Any;
 use std::cell::{Cell, OnceCell, RefCell};
@@ -12,14 +12,15 @@ use std::collections::HashMap;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 
+use crate::cells::Cells;
 use crate::id::TaskId;
 use crate::key::Dynamic;
 
 pub(crate) use crate::value::{Small, Value};
 /// A value of an inheritable key: shared with the snapshots that captured it.
-pub(crate) type Shared = Arc<dyn Any + Send + Sync>;
+pub(crate) type InheritableValue = Arc<dyn Any + Send + Sync>;
 /// The inheritable values of an owner, indexed by key; shared copy-on-write.
-pub(crate) type Inherited = Arc<Vec<Entry>>;
+pub(crate) type Inheritables = Arc<Vec<Entry>>;
 
 /// The state of one inheritable key in an owner.
 #[derive(Clone, Default)]
@@ -28,7 +29,7 @@ pub(crate) enum Entry {
     #[default]
     Empty,
     /// A value, possibly shared with snapshots.
-    Value(Shared),
+    Value(InheritableValue),
     /// A small primitive value, kept inline.
     Small(Small),
     /// The value is taken out by a `with_mut` further up this thread's stack.
@@ -65,105 +66,23 @@ const LENT: usize = !(ISOLATED | UNCAPTURED);
 /// An exit handler.
 pub(crate) type Handler = Box<dyn FnOnce() + Send>;
 
-/// How many cells live inline in a [`Cells`]; programs rarely have more keys.
-const INLINE: usize = 8;
-/// Further buckets double in size: bucket `b` holds `INLINE << b` cells.
-const BUCKETS: usize = 40;
-
-type Bucket<T> = OnceCell<Box<[RefCell<Option<T>>]>>;
-
-/// A table of cells indexed by a number, growing without ever moving a cell.
-pub(crate) struct Cells<T> {
-    inline: [RefCell<Option<T>>; INLINE],
-    more: OnceCell<Box<[Bucket<T>; BUCKETS]>>,
-}
-
-impl<T> Cells<T> {
-    pub(crate) fn new() -> Self {
-        Cells {
-            inline: std::array::from_fn(|_| RefCell::new(None)),
-            more: OnceCell::new(),
-        }
-    }
-
-    /// The cell for `index` if it is one of the inline cells: the fast paths use only
-    /// these, so that nothing on them calls out of line.
-    #[inline(always)]
-    pub(crate) fn get_inline(&self, index: usize) -> Option<&RefCell<Option<T>>> {
-        self.inline.get(index)
-    }
-
-    /// The cell for `index`, if it was ever created.
-    #[inline]
-    pub(crate) fn get(&self, index: usize) -> Option<&RefCell<Option<T>>> {
-        match self.inline.get(index) {
-            Some(cell) => Some(cell),
-            None => self.get_outlined(index),
-        }
-    }
-
-    #[cold]
-    fn get_outlined(&self, index: usize) -> Option<&RefCell<Option<T>>> {
-        let (bucket, offset) = locate(index);
-        self.more.get()?.get(bucket)?.get()?.get(offset)
-    }
-
-    /// The cell for `index`, created if needed.
-    pub(crate) fn get_or_create(&self, index: usize) -> &RefCell<Option<T>> {
-        if let Some(cell) = self.inline.get(index) {
-            return cell;
-        }
-        let (bucket, offset) = locate(index);
-        let buckets = self
-            .more
-            .get_or_init(|| Box::new(std::array::from_fn(|_| OnceCell::new())));
-        // `locate` keeps `bucket < BUCKETS` for every index below 2^43; the last bucket
-        // absorbs anything beyond (unreachable: indices come from a counter of keys).
-        let bucket = bucket.min(BUCKETS - 1);
-        let cells = buckets[bucket]
-            .get_or_init(|| (0..INLINE << bucket).map(|_| RefCell::new(None)).collect());
-        &cells[offset.min(cells.len() - 1)]
-    }
-
-    /// Every cell created so far.
-    fn iter(&self) -> impl Iterator<Item = &RefCell<Option<T>>> {
-        let more = self.more.get().into_iter().flat_map(|buckets| {
-            buckets
-                .iter()
-                .filter_map(|bucket| bucket.get())
-                .flat_map(|cells| cells.iter())
-        });
-        self.inline.iter().chain(more)
-    }
-}
-
-fn bucket_index(index: usize) -> usize {
-    // index >= INLINE: bucket b covers [INLINE << b, INLINE << (b + 1)).
-    (usize::BITS - 1 - (index / INLINE).leading_zeros()) as usize
-}
-
-fn locate(index: usize) -> (usize, usize) {
-    let bucket = bucket_index(index);
-    (bucket, index - (INLINE << bucket))
-}
-
 /// Values and handlers of one owner.
 pub(crate) struct Storage {
-    pub(crate) id: TaskId,
+    id: TaskId,
     /// Values of non-inheritable typed keys.
-    pub(crate) locals: Cells<Value>,
+    locals: Cells<Value>,
     /// Values of inheritable typed keys; `None` until the first one is present.
-    pub(crate) inherited: RefCell<Option<Inherited>>,
+    inheritables: RefCell<Option<Inheritables>>,
     /// How many inheritable values are taken out by a `with_mut` right now, plus
     /// [`ISOLATED`] while `tasklocal::isolated` runs in this owner, plus [`UNCAPTURED`]
     /// while a [`Forked`] value was stored since the last capture. Any of them sends
     /// capture off its fast path, which so pays nothing for isolation and forks.
-    pub(crate) lent: Cell<usize>,
+    lent: Cell<usize>,
     /// How many captures found an [`UNCAPTURED`] value: a [`Forked`] value whose
     /// `epoch` differs was captured since it was stored, and is never changed in place.
-    pub(crate) captures: Cell<u64>,
+    captures: Cell<u64>,
     /// Dynamic keys, created on first use.
-    pub(crate) dynamic: OnceCell<Box<Dynamic>>,
+    dynamic: OnceCell<Box<Dynamic>>,
     handlers: RefCell<Vec<Handler>>,
 }
 
@@ -190,11 +109,41 @@ impl Entry {
 }
 
 impl Storage {
-    pub(crate) fn new(seed: Option<Inherited>) -> Box<Storage> {
+    /// This storage's id.
+    #[inline(always)]
+    pub(crate) fn id(&self) -> TaskId {
+        self.id
+    }
+
+    /// The cells of non-inheritable typed keys.
+    #[inline(always)]
+    pub(crate) fn locals(&self) -> &Cells<Value> {
+        &self.locals
+    }
+
+    /// The table of inheritable values; `None` until the first one is present.
+    #[inline(always)]
+    pub(crate) fn inheritables(&self) -> &RefCell<Option<Inheritables>> {
+        &self.inheritables
+    }
+
+    /// How many captures found a [`Forked`] value stored since the last one.
+    #[inline(always)]
+    pub(crate) fn captures(&self) -> u64 {
+        self.captures.get()
+    }
+
+    /// The dynamic keys, if any was ever set.
+    #[inline(always)]
+    pub(crate) fn dynamic_if_created(&self) -> Option<&Dynamic> {
+        self.dynamic.get().map(|dynamic| &**dynamic)
+    }
+
+    pub(crate) fn new(seed: Option<Inheritables>) -> Box<Storage> {
         Box::new(Storage {
             id: TaskId::next(),
             locals: Cells::new(),
-            inherited: RefCell::new(seed),
+            inheritables: RefCell::new(seed),
             lent: Cell::new(0),
             captures: Cell::new(0),
             dynamic: OnceCell::new(),
@@ -218,12 +167,12 @@ impl Storage {
     /// a `with_mut` has a value out right now (then those keys are left out).
     /// Inside `tasklocal::isolated`, nothing.
     #[inline]
-    pub(crate) fn capture(&self) -> Option<Inherited> {
+    pub(crate) fn capture(&self) -> Option<Inheritables> {
         let lent = self.lent.get();
         if lent & ISOLATED != 0 {
             return None;
         }
-        let inherited = self.inherited.try_borrow().ok()?;
+        let inherited = self.inheritables.try_borrow().ok()?;
         let table = inherited.as_ref()?;
         if lent & UNCAPTURED != 0 {
             // The values stored so far are captured from now on.
@@ -239,11 +188,11 @@ impl Storage {
     /// [`capture`](Self::capture) when it needs no call: `None` when a `with_mut` has
     /// a value out, or the table is borrowed.
     #[inline(always)]
-    pub(crate) fn capture_unlent(&self) -> Option<Option<Inherited>> {
+    pub(crate) fn capture_unlent(&self) -> Option<Option<Inheritables>> {
         if self.lent.get() != 0 {
             return None;
         }
-        Some(self.inherited.try_borrow().ok()?.clone())
+        Some(self.inheritables.try_borrow().ok()?.clone())
     }
 
     /// Marks one more inheritable value as taken out by a `with_mut`.
@@ -276,8 +225,8 @@ impl Storage {
     }
 
     /// Runs `f` on the inheritable entries, unshared first (copy on write).
-    pub(crate) fn inherited_mut<R>(&self, f: impl FnOnce(&mut Vec<Entry>) -> R) -> Option<R> {
-        let mut inherited = self.inherited.try_borrow_mut().ok()?;
+    pub(crate) fn inheritables_mut<R>(&self, f: impl FnOnce(&mut Vec<Entry>) -> R) -> Option<R> {
+        let mut inherited = self.inheritables.try_borrow_mut().ok()?;
         let entries = Arc::make_mut(inherited.get_or_insert_with(Default::default));
         Some(f(entries))
     }
@@ -327,7 +276,7 @@ impl Storage {
             }
         }
         if let Some(inherited) = self
-            .inherited
+            .inheritables
             .try_borrow_mut()
             .ok()
             .and_then(|mut i| i.take())
@@ -377,7 +326,7 @@ pub(crate) fn teardown(mut next: impl FnMut() -> Garbage) {
 
 /// A copy of `inherited` without the entries a `with_mut` has out.
 #[cold]
-fn without_lent(inherited: &[Entry]) -> Inherited {
+fn without_lent(inherited: &[Entry]) -> Inheritables {
     let entries = inherited
         .iter()
         .map(|entry| match entry {
@@ -391,23 +340,6 @@ fn without_lent(inherited: &[Entry]) -> Inherited {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cells_never_move_and_cover_many_indices() {
-        let cells: Cells<u32> = Cells::new();
-        for i in [0, 7, 8, 15, 16, 100, 1000, 70_000] {
-            *cells.get_or_create(i).borrow_mut() = Some(i as u32);
-        }
-        let first = cells.get(8).unwrap() as *const _;
-        cells.get_or_create(5000);
-        assert_eq!(first, cells.get(8).unwrap() as *const _);
-        for i in [0, 7, 8, 15, 16, 100, 1000, 70_000] {
-            assert_eq!(*cells.get(i).unwrap().borrow(), Some(i as u32));
-        }
-        assert!(cells.get(200_000).is_none());
-        let n = cells.iter().filter(|c| c.borrow().is_some()).count();
-        assert_eq!(n, 8);
-    }
 
     #[test]
     fn isolation_forks_and_lending_share_one_word_without_mixing() {
@@ -436,17 +368,5 @@ mod tests {
             epoch + 1,
             "counted once per stored fork"
         );
-    }
-
-    #[test]
-    fn locate_is_contiguous() {
-        let mut expected = (0, 0);
-        for i in INLINE..10_000 {
-            assert_eq!(locate(i), expected, "index {i}");
-            expected.1 += 1;
-            if expected.1 == INLINE << expected.0 {
-                expected = (expected.0 + 1, 0);
-            }
-        }
     }
 }

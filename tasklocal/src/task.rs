@@ -9,7 +9,6 @@ use pin_project_lite::pin_project;
 
 use crate::bridge;
 use crate::current::{self, Frame};
-use crate::snapshot::Snapshot;
 
 /// Wraps `future` in a [`Task`] with its own storage, which starts with the
 /// inheritable values of the code calling `task` (captured now, in O(1)).
@@ -32,7 +31,7 @@ use crate::snapshot::Snapshot;
 /// ```
 #[inline]
 pub fn task<F: Future>(future: F) -> Task<F> {
-    Task::with_frame(future, Snapshot::capture().into_frame())
+    Task::with_frame(future, Frame::new(current::capture()))
 }
 
 pin_project! {
@@ -40,7 +39,7 @@ pin_project! {
     /// one on the polling thread, whichever thread that is.
     ///
     /// Made by [`task`] (inheriting the caller's inheritable values),
-    /// [`Task::isolated`] (inheriting nothing) or [`Snapshot::task`].
+    /// [`Task::isolated`] (inheriting nothing) or [`Snapshot::task`](crate::Snapshot::task).
     ///
     /// A `Task` ends when its future completes or when the `Task` is dropped —
     /// cancelled, aborted, dropped at runtime shutdown, or unwound by a panic. Then its

@@ -1,0 +1,201 @@
+//! The reads of `Local<T>`: `get`, `with`, `is_set`, each with its `try_` twin.
+
+use crate::current;
+use crate::error::{panic_access, AccessError, Kind};
+use crate::storage::Storage;
+
+use super::slot::Visit;
+use super::Local;
+
+impl<T: Send + 'static> Local<T> {
+    /// Whether a value is present (an initial value counts once computed).
+    ///
+    /// ```
+    /// static N: tasklocal::Local<u64> = tasklocal::Local::with_initial(|| 0);
+    /// assert!(!N.is_set());
+    /// N.get();
+    /// assert!(N.is_set());
+    /// ```
+    pub fn is_set(&'static self) -> bool {
+        // A value lent to an enclosing `with_mut` is present too.
+        matches!(self.visit(|_| (), false), Ok(Visit::Ran(())) | Err(_))
+    }
+
+    /// Calls `f` with a reference to the value: the value, or the initial value, or
+    /// `None`.
+    ///
+    /// ```
+    /// static NAME: tasklocal::Local<String> = tasklocal::Local::new();
+    /// NAME.set("ada".into());
+    /// assert_eq!(NAME.with(|n| n.map(|n| n.len())), Some(3));
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// Where [`try_with`](Self::try_with) returns an error: see [`Local`].
+    #[inline]
+    #[track_caller]
+    pub fn with<R>(&'static self, f: impl FnOnce(Option<&T>) -> R) -> R {
+        self.try_with(f).unwrap_or_else(|err| panic_access(err))
+    }
+
+    /// Like [`with`](Self::with), returning an error instead of panicking (when the
+    /// value is being mutated by an enclosing [`with_mut`](Self::with_mut)).
+    ///
+    /// ```
+    /// static N: tasklocal::Local<u64> = tasklocal::Local::with_initial(|| 1);
+    /// assert_eq!(N.try_with(|n| n.copied()), Ok(Some(1)));
+    /// ```
+    #[inline]
+    pub fn try_with<R>(&'static self, f: impl FnOnce(Option<&T>) -> R) -> Result<R, AccessError> {
+        let mut f = Some(f);
+        if !self.is_inheritable() {
+            // Fast path: a non-inheritable value is read in place, under the borrow.
+            let index = self.index();
+            let fast = current::with_storage(|storage| {
+                let slot = storage.locals().get_inline(index)?.try_borrow().ok()?;
+                let value = slot.as_ref()?.downcast_ref::<T>()?;
+                Some(f.take()?(Some(value)))
+            });
+            if let Some(r) = fast {
+                return Ok(r);
+            }
+        }
+        match f {
+            Some(f) => self.with_slow(f, true),
+            None => Err(AccessError::new(Kind::Borrowed)),
+        }
+    }
+
+    #[inline(never)]
+    pub(super) fn with_slow<R>(
+        &'static self,
+        f: impl FnOnce(Option<&T>) -> R,
+        initialize: bool,
+    ) -> Result<R, AccessError> {
+        self.own_fork()?;
+        let mut f = Some(f);
+        // An inheritable value is read through a clone of its entry, so that `f` runs
+        // with no borrow held.
+        let visit = self.visit(|value| f.take().map(|f| f(Some(value))), true)?;
+        let Some(f) = f.take() else {
+            return match visit {
+                Visit::Ran(Some(r)) => Ok(r),
+                _ => Err(AccessError::new(Kind::Borrowed)),
+            };
+        };
+        match visit {
+            Visit::Lent(entry) => Ok(f(entry.get_any::<T>())),
+            Visit::Missing if initialize && self.init.is_some() => {
+                self.store_initial()?;
+                self.with_slow(f, false)
+            }
+            // No storage to keep it in: the initial value is computed, not stored.
+            Visit::Detached(_) => Ok(f(self.initial_value()?.as_ref())),
+            _ => Ok(f(None)),
+        }
+    }
+}
+
+impl<T: Send + Clone + 'static> Local<T> {
+    /// A clone of the value, or the initial value, or `None`.
+    ///
+    /// ```
+    /// static N: tasklocal::Local<u64> = tasklocal::Local::new();
+    /// assert_eq!(N.get(), None);
+    /// N.set(3);
+    /// assert_eq!(N.get(), Some(3));
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// Where [`try_get`](Self::try_get) returns an error: see [`Local`].
+    #[inline(always)]
+    #[track_caller]
+    pub fn get(&'static self) -> Option<T> {
+        match self.get_scoped() {
+            Some(value) => Some(value),
+            // A tail call: the hit path makes no call and needs no stack frame.
+            None => self.get_miss(),
+        }
+    }
+
+    /// [`get`](Self::get) when the scoped fast path misses.
+    #[inline(never)]
+    #[track_caller]
+    pub(super) fn get_miss(&'static self) -> Option<T> {
+        match self.try_get_miss() {
+            Ok(value) => value,
+            Err(err) => panic_access(err),
+        }
+    }
+
+    /// The value, if the current owner is a `Task` (or any scoped owner) whose storage
+    /// holds it.
+    #[inline(always)]
+    pub(super) fn get_scoped(&'static self) -> Option<T> {
+        let index = self.index.assigned()?;
+        current::with_scoped_storage(|storage| self.read_in(storage, index))
+    }
+
+    /// Like [`get`](Self::get), returning an error instead of panicking (when the value
+    /// is being mutated by an enclosing [`with_mut`](Self::with_mut)).
+    ///
+    /// ```
+    /// static N: tasklocal::Local<u64> = tasklocal::Local::new();
+    /// assert_eq!(N.try_get(), Ok(None));
+    /// ```
+    #[inline(always)]
+    pub fn try_get(&'static self) -> Result<Option<T>, AccessError> {
+        match self.get_scoped() {
+            Some(value) => Ok(Some(value)),
+            None => self.try_get_miss(),
+        }
+    }
+
+    /// [`try_get`](Self::try_get) past the scoped fast path: the fast path of any
+    /// owner (a thread's storage, after checking that no plain tokio task runs), then
+    /// the general path.
+    #[inline(never)]
+    pub(super) fn try_get_miss(&'static self) -> Result<Option<T>, AccessError> {
+        let index = self.index();
+        if self.is_inheritable() {
+            // A scoped owner with no storage yet (a child that only reads what it
+            // inherited): straight from its seed.
+            let seeded = current::with_scoped_frame(|frame| match frame {
+                // A value to fork, or none: the general path.
+                Err(seed) => seed.get(index)?.get::<T>().cloned(),
+                Ok(_) => None,
+            });
+            if let Some(value) = seeded {
+                return Ok(Some(value));
+            }
+        }
+        match current::with_storage(|storage| self.read_in(storage, index)) {
+            Some(value) => Ok(Some(value)),
+            None => self.get_slow(),
+        }
+    }
+
+    /// A clone of the value at `index` in `storage`, if present (and, for a
+    /// non-inheritable key, among the first cells).
+    #[inline(always)]
+    pub(super) fn read_in(&self, storage: &Storage, index: usize) -> Option<T> {
+        if self.is_inheritable() {
+            let inherited = storage.inheritables().try_borrow().ok()?;
+            inherited.as_ref()?.get(index)?.get::<T>().cloned()
+        } else {
+            let slot = storage.locals().get_inline(index)?.try_borrow().ok()?;
+            slot.as_ref()?.downcast_ref::<T>().cloned()
+        }
+    }
+
+    #[inline(never)]
+    pub(super) fn get_slow(&'static self) -> Result<Option<T>, AccessError> {
+        self.own_fork()?;
+        match self.visit(T::clone, false)? {
+            Visit::Ran(value) => Ok(Some(value)),
+            _ => self.with_slow(|value| value.cloned(), true),
+        }
+    }
+}

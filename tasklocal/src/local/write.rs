@@ -1,0 +1,309 @@
+//! The writes of `Local<T>`: `set`, `replace`, `take`, `with_mut`, `scope`, each with
+//! its `try_` twin.
+
+use std::sync::Arc;
+
+use crate::current;
+use crate::error::{panic_access, AccessError, Kind};
+use crate::storage::{Entry, Value};
+
+use super::inheritable::replace_inheritable;
+use super::slot::{replace_local, LentBack, Raw, Visit};
+use super::Local;
+
+impl<T: Send + 'static> Local<T> {
+    /// Sets the value, dropping the old one. Writing over a present value of a key
+    /// allocates nothing.
+    ///
+    /// ```
+    /// static N: tasklocal::Local<u64> = tasklocal::Local::new();
+    /// N.set(1);
+    /// N.set(2);
+    /// assert_eq!(N.get(), Some(2));
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// Where [`try_set`](Self::try_set) returns an error: see [`Local`].
+    #[inline(always)]
+    #[track_caller]
+    pub fn set(&'static self, value: T) {
+        match self.set_scoped(value) {
+            // The old value is dropped with no borrow held: its `Drop` may use the API.
+            Ok(old) => drop(old),
+            // A tail call: the hit path makes no call and needs no stack frame.
+            Err(value) => self.set_miss(value),
+        }
+    }
+
+    /// Like [`set`](Self::set), returning an error instead of panicking.
+    ///
+    /// ```
+    /// static N: tasklocal::Local<u64> = tasklocal::Local::new();
+    /// assert!(N.try_set(1).is_ok());
+    /// ```
+    #[inline(always)]
+    pub fn try_set(&'static self, value: T) -> Result<(), AccessError> {
+        match self.set_scoped(value) {
+            // The old value is dropped with no borrow held: its `Drop` may use the API.
+            Ok(old) => {
+                drop(old);
+                Ok(())
+            }
+            Err(value) => self.try_set_miss(value),
+        }
+    }
+
+    /// [`set`](Self::set) when the scoped fast path misses.
+    #[inline(never)]
+    #[track_caller]
+    pub(super) fn set_miss(&'static self, value: T) {
+        if let Err(err) = self.try_set_miss(value) {
+            panic_access(err)
+        }
+    }
+
+    /// Overwrites a present value in place, if the current owner is a scoped owner whose
+    /// storage holds one (unshared, for an inheritable key): the old value, or `value`
+    /// back.
+    #[inline(always)]
+    pub(super) fn set_scoped(&'static self, value: T) -> Result<T, T> {
+        let Some(index) = self.index.assigned() else {
+            return Err(value);
+        };
+        let mut value = Some(value);
+        // Two closures, the key's kind decided outside them: one closure with the branch
+        // inside compiled to a path 24 instructions longer.
+        let old = if self.is_inheritable() {
+            current::with_scoped_storage(|storage| replace_inheritable(storage, index, &mut value))
+        } else {
+            current::with_scoped_storage(|storage| replace_local(storage, index, &mut value))
+        };
+        // Not `Once`: its `or` here compiled to 8 more instructions a `set`.
+        match (old, value) {
+            (Some(old), _) => Ok(old),
+            (None, Some(value)) => Err(value),
+            // `value` is only taken by the replace that produced `Some`.
+            (None, None) => unreachable!(),
+        }
+    }
+
+    /// [`try_set`](Self::try_set) past the scoped fast path: the fast path of any owner,
+    /// then the general path.
+    #[inline(never)]
+    pub(super) fn try_set_miss(&'static self, value: T) -> Result<(), AccessError> {
+        let index = self.index();
+        let mut value = Some(value);
+        let old = if self.is_inheritable() {
+            current::with_storage(|storage| replace_inheritable(storage, index, &mut value))
+        } else {
+            current::with_storage(|storage| replace_local(storage, index, &mut value))
+        };
+        drop(old);
+        match value {
+            Some(value) => self.try_set_slow(value),
+            None => Ok(()),
+        }
+    }
+
+    #[inline(never)]
+    pub(super) fn try_set_slow(&'static self, value: T) -> Result<(), AccessError> {
+        drop(self.swap_raw(self.wrap(value))?);
+        Ok(())
+    }
+
+    /// Sets the value and returns the old one.
+    ///
+    /// ```
+    /// static N: tasklocal::Local<u64> = tasklocal::Local::new();
+    /// assert_eq!(N.replace(1), None);
+    /// assert_eq!(N.replace(2), Some(1));
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// Where [`try_replace`](Self::try_replace) returns an error: see [`Local`].
+    #[track_caller]
+    pub fn replace(&'static self, value: T) -> Option<T> {
+        self.try_replace(value)
+            .unwrap_or_else(|err| panic_access(err))
+    }
+
+    /// Like [`replace`](Self::replace), returning an error instead of panicking.
+    ///
+    /// ```
+    /// static N: tasklocal::Local<u64> = tasklocal::Local::new();
+    /// assert_eq!(N.try_replace(1), Ok(None));
+    /// ```
+    pub fn try_replace(&'static self, value: T) -> Result<Option<T>, AccessError> {
+        self.own_fork()?;
+        let old = self.swap_raw(self.wrap(value))?;
+        Ok(self.unwrap_raw(old))
+    }
+
+    /// Removes the value and returns it (Java's `remove`). An initial value not yet
+    /// computed is not computed: the result is `None`, and the next read computes it.
+    ///
+    /// ```
+    /// static N: tasklocal::Local<u64> = tasklocal::Local::with_initial(|| 7);
+    /// N.set(1);
+    /// assert_eq!(N.take(), Some(1));
+    /// assert_eq!(N.take(), None);
+    /// assert_eq!(N.get(), Some(7));
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// Where [`try_take`](Self::try_take) returns an error: see [`Local`].
+    #[track_caller]
+    pub fn take(&'static self) -> Option<T> {
+        self.try_take().unwrap_or_else(|err| panic_access(err))
+    }
+
+    /// Like [`take`](Self::take), returning an error instead of panicking.
+    ///
+    /// ```
+    /// static N: tasklocal::Local<u64> = tasklocal::Local::new();
+    /// assert_eq!(N.try_take(), Ok(None));
+    /// ```
+    pub fn try_take(&'static self) -> Result<Option<T>, AccessError> {
+        self.own_fork()?;
+        match self.visit(|_| (), false)? {
+            Visit::Ran(()) | Visit::Lent(_) => {}
+            // Nothing to take: do not create a storage for it.
+            Visit::Missing => return Ok(None),
+            Visit::Detached(err) => return Err(err),
+        }
+        let old = self.swap_raw(self.empty())?;
+        Ok(self.unwrap_raw(old))
+    }
+
+    /// Calls `f` with a mutable reference to the value, computing the initial value
+    /// first if needed; `None` when there is neither a value nor an initial value. An
+    /// inherited value is copied on the first write.
+    ///
+    /// While `f` runs, the value is lent out: other keys work as usual, but this key
+    /// cannot be read or written (see [`Local`]'s `# Panics`), and a child created
+    /// inside `f` (a spawn, a [`Snapshot`](crate::Snapshot)) does not inherit this key —
+    /// it sees neither a half-changed value nor a stale one.
+    ///
+    /// ```
+    /// static HITS: tasklocal::Local<u64> = tasklocal::Local::with_initial(|| 0);
+    /// HITS.with_mut(|n| *n += 1);
+    /// assert_eq!(HITS.with_mut(|n| *n), Some(1));
+    ///
+    /// static UNSET: tasklocal::Local<u64> = tasklocal::Local::new();
+    /// assert_eq!(UNSET.with_mut(|n| *n += 1), None);
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// Where [`try_with_mut`](Self::try_with_mut) returns an error: see [`Local`].
+    #[track_caller]
+    pub fn with_mut<R>(&'static self, f: impl FnOnce(&mut T) -> R) -> Option<R> {
+        self.try_with_mut(f).unwrap_or_else(|err| panic_access(err))
+    }
+
+    /// Like [`with_mut`](Self::with_mut), returning an error instead of panicking.
+    ///
+    /// ```
+    /// static N: tasklocal::Local<u64> = tasklocal::Local::new();
+    /// assert_eq!(N.try_with_mut(|n| *n), Ok(None));
+    /// ```
+    pub fn try_with_mut<R>(
+        &'static self,
+        f: impl FnOnce(&mut T) -> R,
+    ) -> Result<Option<R>, AccessError> {
+        self.own_fork()?;
+        match self.visit(|_| (), false)? {
+            Visit::Ran(()) | Visit::Lent(_) => {}
+            Visit::Missing if self.init.is_some() => self.store_initial()?,
+            Visit::Missing => return Ok(None),
+            Visit::Detached(err) => return Err(err),
+        }
+        let index = self.index();
+        let Some(ops) = self.inheritable else {
+            let mut f = Some(f);
+            return current::write(|storage| {
+                let cell = storage.locals().get_or_create(index);
+                let mut slot = cell
+                    .try_borrow_mut()
+                    .map_err(|_| AccessError::new(Kind::Borrowed))?;
+                let value = slot.as_mut().and_then(Value::downcast_mut::<T>);
+                Ok(value.zip(f.take()).map(|(value, f)| f(value)))
+            })?;
+        };
+        // Take the entry out, leaving `Lent` so that reentrant access to this key fails
+        // cleanly; `f` runs with no borrow held; the guard puts the entry back.
+        let entry = current::write(|storage| {
+            let taken = storage.inheritables_mut(|entries| match entries.get_mut(index) {
+                Some(Entry::Lent) => Err(AccessError::new(Kind::Borrowed)),
+                Some(entry @ (Entry::Value(_) | Entry::Small(_) | Entry::Fork(_))) => {
+                    Ok(Some(std::mem::replace(entry, Entry::Lent)))
+                }
+                _ => Ok(None),
+            });
+            let taken = taken.unwrap_or(Err(AccessError::new(Kind::Borrowed)))?;
+            if taken.is_some() {
+                storage.lend();
+            }
+            Ok((taken, storage.captures()))
+        })??;
+        let (entry, captures) = entry;
+        let mut lent = LentBack { index, entry };
+        if let (Some(fork), Some(Entry::Fork(forked))) = (self.fork, lent.entry.as_mut()) {
+            if forked.epoch != captures || Arc::get_mut(forked).is_none() {
+                // Captured since it was stored: the captured context keeps it as it
+                // was, the owner's copy is a fork (the key has no other way to copy).
+                if let Some(value) = forked.value.downcast_ref::<T>() {
+                    let copy = fork(value);
+                    // Read after `fork`, which may capture.
+                    let epoch = current::write(|storage| storage.stored_fork()).unwrap_or(captures);
+                    let copy = self.owned_entry(copy, forked.owner, epoch);
+                    if let Entry::Fork(copy) = copy {
+                        *forked = copy;
+                    }
+                }
+            }
+        }
+        Ok(lent.entry.as_mut().and_then(ops.make_mut).map(f))
+    }
+
+    /// Binds `value` for the duration of `f`, then restores the previous state —
+    /// including "unset" — also when `f` panics.
+    ///
+    /// ```
+    /// static USER: tasklocal::Local<&str> = tasklocal::Local::new();
+    /// USER.scope("ada", || assert_eq!(USER.get(), Some("ada")));
+    /// assert_eq!(USER.get(), None);
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// When the value cannot be bound (see [`Local`]), and when `f` panics.
+    #[track_caller]
+    pub fn scope<R>(&'static self, value: T, f: impl FnOnce() -> R) -> R {
+        let old = self
+            .swap_raw(self.wrap(value))
+            .unwrap_or_else(|err| panic_access(err));
+        let _restore = Restore {
+            key: self,
+            old: Some(old),
+        };
+        f()
+    }
+}
+
+/// Restores a key's previous state when `scope` ends, also by unwinding.
+pub(super) struct Restore<T: Send + 'static> {
+    key: &'static Local<T>,
+    old: Option<Raw>,
+}
+
+impl<T: Send + 'static> Drop for Restore<T> {
+    fn drop(&mut self) {
+        if let Some(old) = self.old.take() {
+            drop(self.key.swap_raw(old));
+        }
+    }
+}

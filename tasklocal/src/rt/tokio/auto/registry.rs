@@ -1,0 +1,240 @@
+//! The registry of automatic mode: every task's frame by task id, in shards.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::sync::PoisonError;
+
+use ::tokio::task::Id;
+
+use crate::bridge;
+use crate::current::{self, Frame, Owner};
+// std's, or loom's in the loom models (`auto/loom_models.rs`).
+use crate::sync::{spin_loop, yield_now, Mutex, MutexGuard};
+
+/// One task's entry in the registry.
+pub(super) struct Slot {
+    /// `Idle`: the task's frame. `Polled` and entered: the frame that the task's frame
+    /// displaced on the polling thread (the two are swapped in place). `Polled` and not
+    /// entered (that thread could not switch): the task's frame.
+    pub(super) frame: Frame,
+    pub(super) state: State,
+    /// The window that was innermost on the polling thread before this one.
+    pub(super) outer: Option<Id>,
+    /// The polling thread's number.
+    pub(super) thread: u64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum State {
+    /// No poll has the task.
+    Idle,
+    /// A poll window is open on `thread`.
+    Polled {
+        /// The task's frame is current there, displacing an owner of this kind.
+        entered: Option<Owner>,
+        /// The bridges entered for the window, exited before it closes.
+        bridges: bridge::Entered,
+        /// The task terminated inside the window: `after_poll` tears it down.
+        terminated: bool,
+    },
+}
+
+impl Slot {
+    pub(super) fn idle(frame: Frame) -> Slot {
+        Slot {
+            frame,
+            state: State::Idle,
+            outer: None,
+            thread: 0,
+        }
+    }
+}
+
+/// How many shards the registry has: a power of two, well above the number of
+/// threads that poll at once, so that two of them rarely meet on one lock.
+pub(super) const SHARDS: usize = 64;
+
+pub(super) type Slots = HashMap<u64, Slot, BuildHasherDefault<SlotHasher>>;
+
+/// One shard, on cache lines of its own.
+#[repr(align(128))]
+pub(super) struct Shard(pub(super) Mutex<Slots>);
+
+/// Every task's frame, by task id.
+pub(super) struct Registry {
+    pub(super) shards: Box<[Shard]>,
+}
+
+impl Registry {
+    pub(super) fn new() -> Registry {
+        Registry {
+            shards: (0..SHARDS)
+                .map(|_| Shard(Mutex::new(Slots::default())))
+                .collect(),
+        }
+    }
+
+    /// The shard of task `key`, locked. No code of ours panics while holding it;
+    /// poisoning is ignored all the same rather than breaking the runtime.
+    #[inline]
+    pub(super) fn lock(&self, key: u64) -> MutexGuard<'_, Slots> {
+        self.shards[key as usize % SHARDS]
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Removes task `key`'s slot. A shard that held a burst of tasks gives its memory
+/// back once it is seven-eighths empty, keeping room for twice what it holds, so at
+/// least half its entries go between two shrinks (amortized O(1)).
+pub(super) fn remove(slots: &mut Slots, key: u64) -> Option<Slot> {
+    let slot = slots.remove(&key);
+    if slots.capacity() > 64 && slots.len() * 8 < slots.capacity() {
+        slots.shrink_to(slots.len() * 2);
+    }
+    slot
+}
+
+/// Waiting for another thread to file a frame: it only runs tokio internals and the
+/// after-poll hooks meanwhile, so spin briefly, then yield.
+#[derive(Default)]
+pub(super) struct Backoff(u32);
+
+impl Backoff {
+    pub(super) fn snooze(&mut self) {
+        self.0 += 1;
+        if self.0 < 64 {
+            spin_loop();
+        } else {
+            yield_now();
+        }
+    }
+}
+
+impl Drop for Registry {
+    /// The runtime and all its tasks are gone. A frame can be left only when a spawn
+    /// hook raced the runtime's shutdown on another thread and filed it after the
+    /// task's terminate hook ran: such a task never ran, its frame holds at most
+    /// inherited values. Tear them down here rather than leak.
+    fn drop(&mut self) {
+        for shard in self.shards.iter_mut() {
+            let slots = std::mem::take(shard.0.get_mut().unwrap_or_else(PoisonError::into_inner));
+            for slot in slots.into_values() {
+                if slot.state == State::Idle {
+                    finish_detached(slot.frame, || ());
+                }
+            }
+        }
+    }
+}
+
+/// Makes `frame` current for `first` and its teardown, then restores the previous
+/// frame. When the thread cannot switch, `first` runs as is and the frame is torn
+/// down where it stands.
+pub(super) fn finish_detached(mut frame: Frame, first: impl FnOnce()) {
+    // The guard calls the bridges too.
+    if let Some(_entered) = current::try_enter(&mut frame) {
+        first();
+        current::finish();
+    } else {
+        first();
+    }
+    drop(frame);
+}
+
+/// The raw value of a task id (tokio hashes it as one `u64`).
+#[inline]
+pub(super) fn key(id: Id) -> u64 {
+    let mut raw = RawId(0);
+    id.hash(&mut raw);
+    raw.0
+}
+
+/// Reads the `u64` an id hashes as; any other input is folded in (FNV-1a), so that
+/// ids stay distinct whatever tokio's `Hash` does.
+pub(super) struct RawId(u64);
+
+impl Hasher for RawId {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+
+    #[inline]
+    fn write_u64(&mut self, n: u64) {
+        self.0 = if self.0 == 0 {
+            n
+        } else {
+            (self.0 ^ n).wrapping_mul(0x100_0000_01b3)
+        };
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// The hasher of a shard's map. Keys of one shard share their low bits, so the
+/// multiply's well-mixed high half is rotated into the low bits that pick a bucket.
+#[derive(Default)]
+pub(super) struct SlotHasher(u64);
+
+impl Hasher for SlotHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    #[inline]
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            .rotate_left(32);
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shard_gives_memory_back_after_a_burst() {
+        let mut slots = Slots::default();
+        for key in 0..10_000 {
+            slots.insert(key, Slot::idle(Frame::new(None)));
+        }
+        let burst = slots.capacity();
+        for key in 10..10_000 {
+            assert!(remove(&mut slots, key).is_some());
+        }
+        assert!(
+            slots.capacity() < burst / 100,
+            "{} of {burst}",
+            slots.capacity()
+        );
+        assert!((0..10).all(|key| slots.contains_key(&key)));
+        assert!(remove(&mut slots, 10).is_none());
+    }
+
+    #[test]
+    fn keys_are_the_raw_task_ids() {
+        let rt = ::tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let ids: Vec<Id> = (0..100).map(|_| rt.spawn(async {}).id()).collect();
+        for id in &ids {
+            assert_eq!(key(*id).to_string(), id.to_string());
+        }
+        // Drawn from one counter: the ids of tasks spawned one after another
+        // increase (so they spread over the shards).
+        assert!(ids.windows(2).all(|w| key(w[0]) < key(w[1])));
+    }
+}
