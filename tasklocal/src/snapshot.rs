@@ -127,7 +127,7 @@ impl Snapshot {
         key: &'static Local<T>,
         value: T,
     ) {
-        let Some((index, entry)) = key.inherited_entry(value) else {
+        let Some((index, entry)) = key.inheritable_entry(value) else {
             return;
         };
         let entries = Arc::make_mut(self.inherited.get_or_insert_with(Default::default));
