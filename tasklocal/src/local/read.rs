@@ -67,6 +67,38 @@ impl<T: Send + 'static> Local<T> {
         }
     }
 
+    /// [`try_with`](Self::try_with) of an inheritable key inside a scoped owner, read
+    /// in place under the borrow of the owner's inheritable entries (or its seed), with
+    /// no clone of the entry: for crate code whose `f` runs no user code and never
+    /// writes (`mdc::get`). Anything else — a thread owner, a value to fork, an unset
+    /// key, a value lent out — takes `try_with`.
+    #[inline]
+    pub(crate) fn with_in_place<R>(
+        &'static self,
+        f: impl FnOnce(Option<&T>) -> R,
+    ) -> Result<R, AccessError> {
+        let mut f = Some(f);
+        if let Some(index) = self.index.assigned() {
+            let fast = current::with_scoped_frame(|frame| {
+                let mut found = |entries: &[crate::storage::Entry]| -> Option<R> {
+                    let value = entries.get(index)?.get::<T>()?;
+                    Some(f.take()?(Some(value)))
+                };
+                match frame {
+                    Ok(storage) => found(storage.inheritables().try_borrow().ok()?.as_deref()?),
+                    Err(seed) => found(seed),
+                }
+            });
+            if let Some(r) = fast {
+                return Ok(r);
+            }
+        }
+        match f {
+            Some(f) => self.try_with(f),
+            None => Err(AccessError::new(Kind::Borrowed)),
+        }
+    }
+
     #[inline(never)]
     pub(super) fn with_slow<R>(
         &'static self,
