@@ -6,6 +6,8 @@
 //! of its own: the others see nothing of it.
 #![cfg(feature = "tokio")]
 
+mod support;
+
 use std::cell::{Cell, RefCell};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -56,12 +58,9 @@ fn install() {
     ONCE.call_once(|| bridge::register(Mirror).unwrap());
 }
 
+/// The 2-worker runtime every test here runs on.
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
+    support::runtime::multi_thread(2)
 }
 
 #[test]
@@ -292,4 +291,38 @@ fn a_bridge_may_run_owners_of_its_own() {
     }));
     assert_eq!(value, Some(4));
     assert_eq!(MIRROR.get(), None);
+}
+
+thread_local! {
+    /// `Late`'s calls on this thread: (enters, exits).
+    static LATE: Cell<(usize, usize)> = const { Cell::new((0, 0)) };
+}
+
+/// Counts its calls per thread; registered while an owner runs.
+struct Late;
+
+impl Bridge for Late {
+    fn enter(&self) {
+        LATE.set((LATE.get().0 + 1, LATE.get().1));
+    }
+    fn exit(&self) {
+        LATE.set((LATE.get().0, LATE.get().1 + 1));
+    }
+}
+
+/// A bridge registered while an owner is current sees neither the `enter` nor the
+/// `exit` of that owner (each switch exits exactly the bridges it entered), and both of
+/// every owner entered afterwards.
+#[test]
+fn a_bridge_registered_while_an_owner_runs_sees_no_exit_without_its_enter() {
+    install();
+    futures::executor::block_on(tasklocal::task(async {
+        bridge::register(Late).unwrap();
+        tasklocal::Snapshot::capture().run(|| {});
+        assert_eq!(LATE.get(), (1, 1), "the run entered after registering");
+    }));
+    // The task's poll was entered without `Late`: its exit did not call it.
+    assert_eq!(LATE.get(), (1, 1));
+    futures::executor::block_on(tasklocal::Task::isolated(async {}));
+    assert_eq!(LATE.get(), (2, 2));
 }

@@ -3,6 +3,8 @@
 //! restored after every poll.
 #![cfg(all(feature = "log-mdc", feature = "tokio"))]
 
+mod support;
+
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -20,11 +22,7 @@ fn log_mdc_len() -> usize {
 #[test]
 fn every_task_sees_exactly_its_own_mdc() {
     tasklocal::log_mdc::install();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = support::runtime::multi_thread(2);
     let wrong = Arc::new(AtomicUsize::new(0));
     rt.block_on(async {
         let mut handles = Vec::new();

@@ -9,6 +9,8 @@
     feature = "rayon"
 ))]
 
+mod support;
+
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -25,12 +27,9 @@ fn tag() -> Option<u64> {
     Context::map_current(|cx| cx.get::<Tag>().map(|t| t.0))
 }
 
+/// The 2-worker runtime every test here runs on.
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
+    support::runtime::multi_thread(2)
 }
 
 #[test]
