@@ -76,6 +76,82 @@ fn scope_restores_also_when_the_closure_panics() {
     });
 }
 
+/// A value that counts its drops, and reads the key it was bound to while dropped.
+struct Counted(&'static AtomicUsize);
+impl Drop for Counted {
+    fn drop(&mut self) {
+        // The key is not borrowed while a scope's value is dropped: this must work.
+        let _ = COUNTED.is_set();
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+static COUNTED: Local<Counted> = Local::new();
+
+#[test]
+fn scope_in_place_restores_whatever_the_closure_did() {
+    // `scope` of a key whose slot exists binds and restores in place (its fast path):
+    // check it against everything a closure may do to the key and to its owner.
+    static OUTER: AtomicUsize = AtomicUsize::new(0);
+    static BOUND: AtomicUsize = AtomicUsize::new(0);
+    static WRITTEN: AtomicUsize = AtomicUsize::new(0);
+    fresh(|| {
+        COUNTED.set(Counted(&OUTER));
+        // Written over inside: the bound value goes at the write, the written one at
+        // the end of the scope, and the outer one comes back.
+        COUNTED.scope(Counted(&BOUND), || COUNTED.set(Counted(&WRITTEN)));
+        assert_eq!(
+            (BOUND.load(Ordering::SeqCst), WRITTEN.load(Ordering::SeqCst)),
+            (1, 1)
+        );
+        // Taken inside: the outer one comes back into the empty slot.
+        let taken = COUNTED.scope(Counted(&BOUND), || COUNTED.take());
+        drop(taken);
+        assert_eq!(BOUND.load(Ordering::SeqCst), 2);
+        // The storage reset inside: the outer value comes back into the new storage.
+        COUNTED.scope(Counted(&BOUND), || {
+            tasklocal::reset();
+            assert!(!COUNTED.is_set());
+        });
+        assert_eq!(BOUND.load(Ordering::SeqCst), 3);
+        assert!(COUNTED.is_set());
+        // Unset before, set inside: unset after.
+        let outer = COUNTED
+            .take()
+            .expect("the outer value is back after a reset");
+        COUNTED.scope(Counted(&BOUND), || COUNTED.set(Counted(&WRITTEN)));
+        assert!(!COUNTED.is_set());
+        assert_eq!(
+            (BOUND.load(Ordering::SeqCst), WRITTEN.load(Ordering::SeqCst)),
+            (4, 2)
+        );
+        // A panic inside, with a value written meanwhile.
+        COUNTED.set(outer);
+        let r = catch_unwind(|| {
+            COUNTED.scope(Counted(&BOUND), || {
+                COUNTED.set(Counted(&WRITTEN));
+                panic!("inside scope")
+            })
+        });
+        assert!(r.is_err());
+        assert_eq!(
+            (BOUND.load(Ordering::SeqCst), WRITTEN.load(Ordering::SeqCst)),
+            (5, 3)
+        );
+        assert_eq!(
+            OUTER.load(Ordering::SeqCst),
+            0,
+            "the outer value is back, not dropped"
+        );
+        // Read in place under a borrow inside: the scoped value.
+        COUNTED.scope(Counted(&WRITTEN), || {
+            COUNTED.with(|v| assert!(std::ptr::eq(v.unwrap().0, &WRITTEN)))
+        });
+        assert_eq!(WRITTEN.load(Ordering::SeqCst), 4);
+    });
+    // The owner's end drops the outer value, once.
+    assert_eq!(OUTER.load(Ordering::SeqCst), 1);
+}
+
 #[test]
 fn drop_of_a_replaced_value_may_use_the_api() {
     static LOG: Mutex<Vec<String>> = Mutex::new(Vec::new());

@@ -282,7 +282,30 @@ impl<T: Send + 'static> Local<T> {
     ///
     /// When the value cannot be bound (see [`Local`]), and when `f` panics.
     #[track_caller]
+    #[inline]
     pub fn scope<R>(&'static self, value: T, f: impl FnOnce() -> R) -> R {
+        match self.bind_scoped(value) {
+            Ok((index, old)) => {
+                let mut restore = RestoreScoped {
+                    key: self,
+                    index,
+                    old: Some(old),
+                };
+                let result = f();
+                // Restored here, and the guard (now empty) forgotten: its drop glue
+                // would be a call. The guard's `Drop` restores when `f` unwinds.
+                restore.restore();
+                std::mem::forget(restore);
+                result
+            }
+            Err(value) => self.scope_slow(value, f),
+        }
+    }
+
+    /// [`scope`](Self::scope) past its fast path: any key, any owner.
+    #[inline(never)]
+    #[track_caller]
+    fn scope_slow<R>(&'static self, value: T, f: impl FnOnce() -> R) -> R {
         let old = self
             .swap_raw(self.wrap(value))
             .unwrap_or_else(|err| panic_access(err));
@@ -291,6 +314,42 @@ impl<T: Send + 'static> Local<T> {
             old: Some(old),
         };
         f()
+    }
+
+    /// The fast path of [`scope`](Self::scope): a non-inheritable key among the first
+    /// cells, in a scoped owner that has a storage. Binds `value` in place and returns
+    /// the key's index and what the slot held (`None`: unset), for [`RestoreScoped`];
+    /// else `value` back. A present value is exchanged as a `T` (for a primitive, a
+    /// one-word move: the slot's `Value` wrapper stays), an unset slot gets a new
+    /// `Value` (inline for a primitive).
+    #[inline(always)]
+    fn bind_scoped(&'static self, value: T) -> Result<(usize, Option<T>), T> {
+        let Some(index) = self.index.assigned() else {
+            return Err(value);
+        };
+        if self.is_inheritable() {
+            return Err(value);
+        }
+        let mut value = Some(value);
+        let old = current::with_scoped_storage(|storage| {
+            let mut slot = storage.locals().get_inline(index)?.try_borrow_mut().ok()?;
+            match slot.as_mut() {
+                Some(present) => {
+                    let present = present.downcast_mut::<T>()?;
+                    Some(Some(std::mem::replace(present, value.take()?)))
+                }
+                None => {
+                    *slot = Some(Value::new(value.take()?));
+                    Some(None)
+                }
+            }
+        });
+        match (old, value) {
+            (Some(old), _) => Ok((index, old)),
+            (None, Some(value)) => Err(value),
+            // `value` is only taken by the replace that produced `Some`.
+            (None, None) => unreachable!(),
+        }
     }
 }
 
@@ -306,4 +365,64 @@ impl<T: Send + 'static> Drop for Restore<T> {
             drop(self.key.swap_raw(old));
         }
     }
+}
+
+/// [`Restore`] of a value bound by [`Local::bind_scoped`]: put back in place while
+/// the owner still has the slot (the usual case; `f` may also have reset the storage
+/// or borrowed the slot), else through the general path like [`Restore`].
+struct RestoreScoped<T: Send + 'static> {
+    key: &'static Local<T>,
+    index: usize,
+    /// The value before the scope (`Some(None)`: unset); `None` once restored.
+    old: Option<Option<T>>,
+}
+
+impl<T: Send + 'static> RestoreScoped<T> {
+    #[inline(always)]
+    fn restore(&mut self) {
+        let Some(mut old) = self.old.take() else {
+            return;
+        };
+        let index = self.index;
+        let mut put = false;
+        // What the scope bound comes back out and is dropped after the closure, with
+        // no borrow held: its `Drop` may use the API.
+        let bound = current::with_scoped_storage(|storage| {
+            let mut slot = storage.locals().get_inline(index)?.try_borrow_mut().ok()?;
+            put = true;
+            Some(
+                match (slot.as_mut().and_then(Value::downcast_mut::<T>), old.take()) {
+                    (Some(present), Some(old)) => Ok(std::mem::replace(present, old)),
+                    (_, old) => Err(std::mem::replace(&mut *slot, old.map(Value::new))),
+                },
+            )
+        });
+        drop(bound);
+        if !put {
+            restore_outlined(self.key, old);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn restore_unwinding(&mut self) {
+        self.restore();
+    }
+}
+
+impl<T: Send + 'static> Drop for RestoreScoped<T> {
+    /// When `f` unwinds.
+    #[inline(always)]
+    fn drop(&mut self) {
+        if self.old.is_some() {
+            self.restore_unwinding();
+        }
+    }
+}
+
+/// [`RestoreScoped`] past its fast path.
+#[cold]
+#[inline(never)]
+fn restore_outlined<T: Send + 'static>(key: &'static Local<T>, old: Option<T>) {
+    drop(key.swap_raw(Raw::Local(old.map(Value::new))));
 }
