@@ -242,6 +242,25 @@ pub(crate) fn with_storage<R>(f: impl FnOnce(&Storage) -> Option<R>) -> Option<R
         .flatten()
 }
 
+/// [`with_storage`] for the path where the current owner is most likely the thread:
+/// the isolation rule is asked first, when nothing else is live across the call into
+/// tokio, so that the caller's stack frame stays small. `None` also whenever a plain
+/// tokio task runs here (even inside a scoped owner: the caller's general path then
+/// decides).
+#[inline(always)]
+pub(crate) fn with_storage_outside_tokio<R>(f: impl FnOnce(&Storage) -> Option<R>) -> Option<R> {
+    if in_foreign_task() {
+        return None;
+    }
+    CONTEXT
+        .try_with(|cx| {
+            let frame = cx.frame.try_borrow().ok()?;
+            f(frame.storage.as_deref()?)
+        })
+        .ok()
+        .flatten()
+}
+
 /// The inheritable values of the current owner, for a child: what its storage holds,
 /// or what it inherited if it has none yet.
 #[inline]
