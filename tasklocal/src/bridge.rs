@@ -275,11 +275,17 @@ pub(crate) fn exit(entered: &mut Entered) -> Option<Box<dyn Any + Send>> {
 /// Resumes a panic of a bridge, unless the thread is unwinding already (then it is
 /// dropped: a second panic would abort — an owner's teardown during unwinding
 /// enters the owner again).
-#[cold]
+#[inline(always)]
 pub(crate) fn resume(panic: Option<Box<dyn Any + Send>>) {
     if let Some(panic) = panic {
-        if !std::thread::panicking() {
-            panic::resume_unwind(panic);
-        }
+        resume_panic(panic);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn resume_panic(panic: Box<dyn Any + Send>) {
+    if !std::thread::panicking() {
+        panic::resume_unwind(panic);
     }
 }

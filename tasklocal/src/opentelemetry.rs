@@ -232,7 +232,13 @@ struct OpenTelemetry;
 impl Bridge for OpenTelemetry {
     #[inline]
     fn enter(&self) {
-        let cx = CONTEXT.try_get().ok().flatten().unwrap_or_default();
+        // Read in place, under the borrow of the owner's entries: a clone of a
+        // `Context` is two reference counts and runs no user code.
+        let cx = CONTEXT
+            .with_in_place(|cx| cx.cloned())
+            .ok()
+            .flatten()
+            .unwrap_or_default();
         let guard = cx.attach();
         let _ = ATTACHED.try_with(|attached| attached.borrow_mut().push(guard));
     }
