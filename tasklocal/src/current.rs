@@ -206,21 +206,10 @@ pub(crate) fn with_scoped_storage<R>(f: impl FnOnce(&Storage) -> Option<R>) -> O
 pub(crate) fn with_scoped_frame<R>(
     f: impl FnOnce(Result<&Storage, &Inheritables>) -> Option<R>,
 ) -> Option<R> {
-    // Not on `with_scoped`: written out, the path of a read that misses is one
-    // instruction shorter.
-    CONTEXT
-        .try_with(|cx| {
-            if cx.owner.get() != Owner::Scoped {
-                return None;
-            }
-            let frame = cx.frame.try_borrow().ok()?;
-            match &*frame.storage {
-                Some(storage) => f(Ok(storage)),
-                None => f(Err(frame.seed.as_ref()?)),
-            }
-        })
-        .ok()
-        .flatten()
+    with_scoped(|frame| match &*frame.storage {
+        Some(storage) => f(Ok(storage)),
+        None => f(Err(frame.seed.as_ref()?)),
+    })
 }
 
 /// The fast path of every accessor: `f` with the current owner's storage, if it has

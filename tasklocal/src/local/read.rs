@@ -18,7 +18,7 @@ impl<T: Send + 'static> Local<T> {
     /// ```
     pub fn is_set(&'static self) -> bool {
         // A value lent to an enclosing `with_mut` is present too.
-        matches!(self.visit(|_| (), false), Ok(Visit::Ran(())) | Err(_))
+        matches!(self.visit(|_| ()), Ok(Visit::Ran(())) | Err(_))
     }
 
     /// Calls `f` with a reference to the value: the value, or the initial value, or
@@ -62,7 +62,7 @@ impl<T: Send + 'static> Local<T> {
             }
         }
         match f {
-            Some(f) => self.with_slow(f, true),
+            Some(f) => self.with_slow(f),
             None => Err(AccessError::new(Kind::Borrowed)),
         }
     }
@@ -99,32 +99,54 @@ impl<T: Send + 'static> Local<T> {
         }
     }
 
+    /// [`try_with`](Self::try_with) past its fast path: the value, else the initial
+    /// value (stored now, when there is a storage to keep it in), else `None`.
     #[inline(never)]
     pub(super) fn with_slow<R>(
         &'static self,
         f: impl FnOnce(Option<&T>) -> R,
-        initialize: bool,
     ) -> Result<R, AccessError> {
         self.own_fork()?;
-        let mut f = Some(f);
-        // An inheritable value is read through a clone of its entry, so that `f` runs
-        // with no borrow held.
-        let visit = self.visit(|value| f.take().map(|f| f(Some(value))), true)?;
-        let Some(f) = f.take() else {
-            return match visit {
-                Visit::Ran(Some(r)) => Ok(r),
-                _ => Err(AccessError::new(Kind::Borrowed)),
-            };
+        let (f, found) = match self.with_present(f)? {
+            Ok(r) => return Ok(r),
+            Err(back) => back,
         };
-        match visit {
-            Visit::Lent(entry) => Ok(f(entry.get_any::<T>())),
-            Visit::Missing if initialize && self.init.is_some() => {
+        match found {
+            Visit::Missing if self.init.is_some() => {
                 self.store_initial()?;
-                self.with_slow(f, false)
+                match self.with_present(f)? {
+                    Ok(r) => Ok(r),
+                    Err((f, _)) => Ok(f(None)),
+                }
             }
             // No storage to keep it in: the initial value is computed, not stored.
             Visit::Detached(_) => Ok(f(self.initial_value()?.as_ref())),
             _ => Ok(f(None)),
+        }
+    }
+
+    /// Calls `f` with the value if there is one, else hands `f` back with what was
+    /// found instead. An inheritable value is read through a clone of its entry, so
+    /// that `f` runs with no borrow held; any other under the borrow of its cell.
+    #[allow(clippy::type_complexity)]
+    fn with_present<R, F: FnOnce(Option<&T>) -> R>(
+        &'static self,
+        f: F,
+    ) -> Result<Result<R, (F, Visit<()>)>, AccessError> {
+        if self.is_inheritable() {
+            return Ok(match self.entry_clone()? {
+                Visit::Ran(entry) => Ok(f(entry.get_any::<T>())),
+                Visit::Missing => Err((f, Visit::Missing)),
+                Visit::Detached(err) => Err((f, Visit::Detached(err))),
+            });
+        }
+        let mut f = Some(f);
+        match (self.visit(|value| f.take().map(|f| f(Some(value))))?, f) {
+            (Visit::Ran(Some(r)), _) => Ok(Ok(r)),
+            (Visit::Missing, Some(f)) => Ok(Err((f, Visit::Missing))),
+            (Visit::Detached(err), Some(f)) => Ok(Err((f, Visit::Detached(err)))),
+            // `f` is only taken by the visit that ran it.
+            _ => Err(AccessError::new(Kind::Borrowed)),
         }
     }
 }
@@ -235,9 +257,9 @@ impl<T: Send + Clone + 'static> Local<T> {
     #[inline(never)]
     pub(super) fn get_slow(&'static self) -> Result<Option<T>, AccessError> {
         self.own_fork()?;
-        match self.visit(T::clone, false)? {
+        match self.visit(T::clone)? {
             Visit::Ran(value) => Ok(Some(value)),
-            _ => self.with_slow(|value| value.cloned(), true),
+            _ => self.with_slow(|value| value.cloned()),
         }
     }
 }

@@ -21,8 +21,6 @@ pub(super) enum Raw {
 pub(super) enum Visit<R> {
     /// The value was there and the visitor ran on it, under the borrow.
     Ran(R),
-    /// The entry of an inheritable key, to be read with no borrow held.
-    Lent(Entry),
     /// No value.
     Missing,
     /// No storage here: reads see no value and writes fail with this error.
@@ -35,12 +33,10 @@ impl<T: Send + 'static> Local<T> {
         self.index.get(self.is_inheritable())
     }
 
-    /// Looks at the value. `f` runs on it under the borrow, except for an inheritable
-    /// key when `lend` is true: then a clone of its entry is handed out instead.
+    /// Looks at the value: `f` runs on it under the borrow.
     pub(super) fn visit<R>(
         &'static self,
         f: impl FnOnce(&T) -> R,
-        lend: bool,
     ) -> Result<Visit<R>, AccessError> {
         let index = self.index();
         let inheritable = self.is_inheritable();
@@ -61,17 +57,38 @@ impl<T: Send + 'static> Local<T> {
                     .inheritables()
                     .try_borrow()
                     .map_err(|_| borrowed())?;
-                visit_entry(
-                    inherited.as_ref().and_then(|entries| entries.get(index)),
-                    f,
-                    lend,
-                )
+                visit_entry(inherited.as_ref().and_then(|entries| entries.get(index)), f)
             }
             // Only inheritable keys have inherited values (the index spaces differ).
             Here::Seed(seed) if inheritable => {
-                visit_entry(seed.and_then(|entries| entries.get(index)), f, lend)
+                visit_entry(seed.and_then(|entries| entries.get(index)), f)
             }
             Here::Seed(_) => Ok(Visit::Missing),
+            Here::Denied(Kind::Borrowed) => Err(borrowed()),
+            Here::Denied(kind) => Ok(Visit::Detached(AccessError::new(kind))),
+        })
+    }
+
+    /// A clone of the entry of this inheritable key, to be read with no borrow held
+    /// (its value is shared, so the clone is a reference count): [`Visit::Ran`] with
+    /// it, or why there is none.
+    pub(super) fn entry_clone(&'static self) -> Result<Visit<Entry>, AccessError> {
+        let index = self.index();
+        let borrowed = || AccessError::new(Kind::Borrowed);
+        let found = |entry: Option<&Entry>| match entry {
+            Some(Entry::Lent) => Err(borrowed()),
+            Some(Entry::Empty) | None => Ok(Visit::Missing),
+            Some(entry) => Ok(Visit::Ran(entry.clone())),
+        };
+        current::read(|here| match here {
+            Here::Storage(storage) => {
+                let inherited = storage
+                    .inheritables()
+                    .try_borrow()
+                    .map_err(|_| borrowed())?;
+                found(inherited.as_ref().and_then(|entries| entries.get(index)))
+            }
+            Here::Seed(seed) => found(seed.and_then(|entries| entries.get(index))),
             Here::Denied(Kind::Borrowed) => Err(borrowed()),
             Here::Denied(kind) => Ok(Visit::Detached(AccessError::new(kind))),
         })
@@ -170,6 +187,25 @@ impl Drop for Initializing {
     }
 }
 
+/// Takes the entry of the inheritable key at `index` out of `storage` for `with_mut`,
+/// leaving [`Entry::Lent`] so that reentrant access to the key fails cleanly, and
+/// counts it as lent (no capture may see the key meanwhile). `None` when there is no
+/// value. [`LentBack`] puts it back and uncounts it.
+pub(super) fn lend_out(storage: &Storage, index: usize) -> Result<Option<Entry>, AccessError> {
+    let taken = storage.inheritables_mut(|entries| match entries.get_mut(index) {
+        Some(Entry::Lent) => Err(AccessError::new(Kind::Borrowed)),
+        Some(entry @ (Entry::Value(_) | Entry::Small(_) | Entry::Fork(_))) => {
+            Ok(Some(std::mem::replace(entry, Entry::Lent)))
+        }
+        _ => Ok(None),
+    });
+    let taken = taken.unwrap_or(Err(AccessError::new(Kind::Borrowed)))?;
+    if taken.is_some() {
+        storage.lend();
+    }
+    Ok(taken)
+}
+
 /// Puts a lent inheritable entry back when `with_mut` ends, also by unwinding.
 pub(super) struct LentBack {
     pub(super) index: usize,
@@ -220,14 +256,12 @@ pub(super) fn captures() -> u64 {
     })
 }
 
-pub(super) fn visit_entry<T: 'static, R>(
+fn visit_entry<T: 'static, R>(
     entry: Option<&Entry>,
     f: impl FnOnce(&T) -> R,
-    lend: bool,
 ) -> Result<Visit<R>, AccessError> {
     Ok(match entry {
         Some(Entry::Lent) => return Err(AccessError::new(Kind::Borrowed)),
-        Some(entry) if lend && !matches!(entry, Entry::Empty) => Visit::Lent(entry.clone()),
         Some(entry) => entry
             .get_any::<T>()
             .map_or(Visit::Missing, |value| Visit::Ran(f(value))),

@@ -8,7 +8,7 @@ use crate::error::{panic_access, AccessError, Kind};
 use crate::storage::{Entry, Value};
 
 use super::inheritable::replace_inheritable;
-use super::slot::{replace_local, LentBack, Raw, Visit};
+use super::slot::{lend_out, replace_local, LentBack, Raw, Visit};
 use super::Local;
 
 impl<T: Send + 'static> Local<T> {
@@ -168,8 +168,8 @@ impl<T: Send + 'static> Local<T> {
     /// ```
     pub fn try_take(&'static self) -> Result<Option<T>, AccessError> {
         self.own_fork()?;
-        match self.visit(|_| (), false)? {
-            Visit::Ran(()) | Visit::Lent(_) => {}
+        match self.visit(|_| ())? {
+            Visit::Ran(()) => {}
             // Nothing to take: do not create a storage for it.
             Visit::Missing => return Ok(None),
             Visit::Detached(err) => return Err(err),
@@ -215,8 +215,8 @@ impl<T: Send + 'static> Local<T> {
         f: impl FnOnce(&mut T) -> R,
     ) -> Result<Option<R>, AccessError> {
         self.own_fork()?;
-        match self.visit(|_| (), false)? {
-            Visit::Ran(()) | Visit::Lent(_) => {}
+        match self.visit(|_| ())? {
+            Visit::Ran(()) => {}
             Visit::Missing if self.init.is_some() => self.store_initial()?,
             Visit::Missing => return Ok(None),
             Visit::Detached(err) => return Err(err),
@@ -236,18 +236,7 @@ impl<T: Send + 'static> Local<T> {
         // Take the entry out, leaving `Lent` so that reentrant access to this key fails
         // cleanly; `f` runs with no borrow held; the guard puts the entry back.
         let entry = current::write(|storage| {
-            let taken = storage.inheritables_mut(|entries| match entries.get_mut(index) {
-                Some(Entry::Lent) => Err(AccessError::new(Kind::Borrowed)),
-                Some(entry @ (Entry::Value(_) | Entry::Small(_) | Entry::Fork(_))) => {
-                    Ok(Some(std::mem::replace(entry, Entry::Lent)))
-                }
-                _ => Ok(None),
-            });
-            let taken = taken.unwrap_or(Err(AccessError::new(Kind::Borrowed)))?;
-            if taken.is_some() {
-                storage.lend();
-            }
-            Ok((taken, storage.captures()))
+            Ok::<_, AccessError>((lend_out(storage, index)?, storage.captures()))
         })??;
         let (entry, captures) = entry;
         let mut lent = LentBack { index, entry };
