@@ -388,14 +388,15 @@ pub(crate) fn finish() {
 #[inline]
 pub(crate) fn end(frame: &mut Frame) {
     if frame.storage.is_some() {
-        return end_storage(frame);
+        return end_entered(frame, None);
     }
     let Some(seed) = frame.seed.take() else {
         return;
     };
-    // Still shared with its creator or a sibling: letting go runs no `Drop`.
+    // Still shared with its creator or a sibling: letting go runs no `Drop`. Else this
+    // owner holds the last reference: its inherited values are dropped as its own.
     if let Some(entries) = Arc::into_inner(seed) {
-        end_last_seed(frame, entries);
+        end_entered(frame, Some(entries));
     }
 }
 
@@ -405,21 +406,14 @@ pub(crate) fn end_outlined(frame: &mut Frame) {
     end(frame);
 }
 
-/// [`end`] of an owner that never touched its storage but holds the last reference
-/// to its inherited values: they are dropped as this owner's, like in `finish`.
-#[cold]
+/// [`end`] with the owner entered: drops `last_seed` (the inherited values this owner
+/// held the last reference to) and tears the storage down, as in [`finish`].
 #[inline(never)]
-fn end_last_seed(frame: &mut Frame, entries: Vec<storage::Entry>) {
+fn end_entered(frame: &mut Frame, last_seed: Option<Vec<storage::Entry>>) {
     if let Some(_entered) = try_enter(frame) {
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(entries)));
-        finish();
-    }
-}
-
-/// [`end`] of an owner that has a storage.
-#[inline(never)]
-fn end_storage(frame: &mut Frame) {
-    if let Some(_entered) = try_enter(frame) {
+        if let Some(entries) = last_seed {
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(entries)));
+        }
         finish();
     }
 }
