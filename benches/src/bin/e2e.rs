@@ -4,8 +4,13 @@
 //! * `plain`: plain axum, a handler that answers `"hello"`;
 //! * `layer`: the same router behind `ServerLayer`, a handler that reads one `Local`
 //!   value and inserts one MDC field;
-//! * `automatic_layer`: that, on a runtime in automatic mode (only when built with
-//!   `--cfg tokio_unstable`; otherwise the mode is skipped).
+//! * `automatic`: the handler that reads and inserts, on a runtime in automatic mode,
+//!   without `ServerLayer`;
+//! * `automatic_layer`: both (the two automatic modes only when built with
+//!   `--cfg tokio_unstable`; otherwise they are skipped).
+//!
+//! Every request carries a `traceparent` and a 2-member `baggage`, as a traced
+//! service's requests do.
 //!
 //! Each round starts this program again as the server (a second process, so the load
 //! generator does not share the server's runtime), loads it for a fixed time with a
@@ -30,7 +35,7 @@ use hyper_util::rt::TokioIo;
 use tasklocal::http::ServerLayer;
 use tasklocal::{mdc, Local};
 
-const MODES: [&str; 3] = ["plain", "layer", "automatic_layer"];
+const MODES: [&str; 4] = ["plain", "layer", "automatic", "automatic_layer"];
 
 static USER: Local<u64> = Local::inheritable();
 
@@ -56,13 +61,14 @@ fn serve(mode: &str) {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.worker_threads(2).enable_all();
     #[cfg(tokio_unstable)]
-    if mode == "automatic_layer" {
+    if mode.starts_with("automatic") {
         tasklocal::tokio::install(&mut builder);
     }
     let rt = builder.build().expect("a runtime");
     rt.block_on(async {
         let router = match mode {
             "plain" => axum::Router::new().route("/", get(hello)),
+            "automatic" => axum::Router::new().route("/", get(hello_with_context)),
             _ => axum::Router::new()
                 .route("/", get(hello_with_context))
                 .layer(ServerLayer),
@@ -105,7 +111,7 @@ async fn connection(port: u16, until: Instant) -> Vec<u32> {
                 "traceparent",
                 "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
             )
-            .header("baggage", "request_id=4bf92f3577b34da6")
+            .header("baggage", "request_id=4bf92f3577b34da6,tenant=acme")
             .body(Empty::<Bytes>::new())
             .expect("a request");
         let start = Instant::now();
@@ -181,7 +187,7 @@ fn main() {
     let modes: Vec<&str> = MODES
         .iter()
         .copied()
-        .filter(|m| cfg!(tokio_unstable) || *m != "automatic_layer")
+        .filter(|m| cfg!(tokio_unstable) || !m.starts_with("automatic"))
         .collect();
     let mut rps: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
     let mut p99: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];

@@ -459,7 +459,7 @@ impl Report<'_> {
                 at_most: false,
                 unit: "×",
                 detail: format!(
-                    "median of per-round ratios; {} vs {} req/s, p99 {} vs {} µs (p99 ratio {}); {} — `cargo run --release -p tasklocal-benches --bin e2e` (report `--e2e`)",
+                    "median of per-round ratios; {} vs {} req/s, p99 {} vs {} µs (p99 ratio {}); {}; {} — `cargo run --release -p tasklocal-benches --bin e2e` (report `--e2e`)",
                     e2e["median_requests_per_s"].as_f64().map_or("—".into(), |v| format!("{v:.0}")),
                     self.e2e["plain"]["median_requests_per_s"].as_f64().map_or("—".into(), |v| format!("{v:.0}")),
                     e2e["median_p99_us"].as_f64().map_or("—".into(), |v| format!("{v:.0}")),
@@ -472,6 +472,15 @@ impl Report<'_> {
                             st["rounds"], st["seconds"], st["connections"]
                         )
                     },
+                    // Each mode alone (goal: ServerLayer alone ≥ 0.95×).
+                    ["layer", "automatic", "automatic_layer"]
+                        .iter()
+                        .filter_map(|m| {
+                            let ratio = self.e2e[*m]["median_ratio_requests_per_s_to_plain"].as_f64()?;
+                            Some(format!("{m} {ratio:.2}×"))
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", "),
                 ),
             },
             Budget {
