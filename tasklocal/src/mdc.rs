@@ -200,11 +200,17 @@ pub fn insert(key: impl Into<String>, value: impl Into<String>) {
 pub fn try_insert(key: impl Into<String>, value: impl Into<String>) -> Result<(), AccessError> {
     // Convert first: `Into` is user code and must not run while the map is lent out.
     let mut pair = Some((key.into(), value.into()));
-    let inserted = MDC.try_with_mut(|map| {
+    let write = |map: &mut Map| {
         if let Some((key, value)) = pair.take() {
             map.insert(key, value);
         }
-    })?;
+    };
+    // The usual case — the owner's own map, shared with no child — is written in
+    // place; `write` runs no user code (it only drops strings), so it may.
+    let inserted = match MDC.with_mut_in_place(write) {
+        Ok(()) => Some(()),
+        Err(write) => MDC.try_with_mut(write)?,
+    };
     if let (None, Some((key, value))) = (inserted, pair) {
         let mut map = Map::default();
         map.insert(key, value);
