@@ -53,6 +53,8 @@
 //! * The functions may be called from anywhere, also from inside a [`for_each`]
 //!   closure: that closure goes on seeing the map as it was when `for_each` started.
 
+#[cfg(feature = "log")]
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 
 use crate::current::{self, Here};
@@ -88,6 +90,57 @@ fn changed() {
 pub(crate) struct Pair {
     pub(crate) key: String,
     pub(crate) value: String,
+    /// Whether key and value are both [plain](escape::is_plain), once a `log` record
+    /// has asked: [`UNKNOWN`], [`PLAIN`] or [`QUOTED`]. A cache, so that a log record does
+    /// not scan every key and value again. An atomic because pairs are shared across
+    /// threads; `Relaxed` is enough, since every thread that fills it in computes the
+    /// same answer from the same unchanging texts (only a `&mut Pair` changes them,
+    /// and resets it).
+    #[cfg(feature = "log")]
+    plain: AtomicU8,
+}
+
+#[cfg(feature = "log")]
+const UNKNOWN: u8 = 0;
+#[cfg(feature = "log")]
+const PLAIN: u8 = 1;
+#[cfg(feature = "log")]
+const QUOTED: u8 = 2;
+
+impl Pair {
+    fn new(key: String, value: String) -> Pair {
+        Pair {
+            key,
+            value,
+            #[cfg(feature = "log")]
+            plain: AtomicU8::new(UNKNOWN),
+        }
+    }
+
+    /// Replaces the value of a pair no other map shares.
+    fn set_value(&mut self, value: String) {
+        self.value = value;
+        #[cfg(feature = "log")]
+        {
+            *self.plain.get_mut() = UNKNOWN;
+        }
+    }
+
+    /// Whether key and value can both be written as they are in a `key=value` text
+    /// (see [`escape::is_plain`]).
+    #[cfg(feature = "log")]
+    pub(crate) fn is_plain(&self) -> bool {
+        match self.plain.load(Ordering::Relaxed) {
+            PLAIN => true,
+            QUOTED => false,
+            _ => {
+                let plain = escape::is_plain(&self.key) && escape::is_plain(&self.value);
+                let state = if plain { PLAIN } else { QUOTED };
+                self.plain.store(state, Ordering::Relaxed);
+                plain
+            }
+        }
+    }
 }
 
 /// An MDC map: entries in insertion order. Cloning copies pointers only.
@@ -111,11 +164,11 @@ impl Map {
     fn insert(&mut self, key: String, value: String) {
         match self.entries.iter_mut().find(|pair| pair.key == key) {
             Some(entry) => match Arc::get_mut(entry) {
-                Some(pair) => pair.value = value,
+                Some(pair) => pair.set_value(value),
                 // Shared with another copy of the map: replace the pointer.
-                None => *entry = Arc::new(Pair { key, value }),
+                None => *entry = Arc::new(Pair::new(key, value)),
             },
-            None => self.entries.push(Arc::new(Pair { key, value })),
+            None => self.entries.push(Arc::new(Pair::new(key, value))),
         }
     }
 
@@ -127,6 +180,12 @@ impl Map {
     #[cfg(any(feature = "log", feature = "tracing"))]
     pub(crate) fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+
+    /// Whether every key and value is [plain](escape::is_plain) (cached per entry).
+    #[cfg(feature = "log")]
+    pub(crate) fn is_plain(&self) -> bool {
+        self.entries.iter().all(|pair| pair.is_plain())
     }
 
     /// The entries in insertion order.
@@ -141,7 +200,7 @@ impl Map {
 /// the storage: `f` may use the whole API.
 pub(crate) fn with_map<R>(f: impl FnOnce(Option<&Map>) -> R) -> R {
     let mut f = Some(f);
-    match MDC.try_with(|map| f.take().map(|f| f(map))) {
+    match MDC.with_shared(|map| f.take().map(|f| f(map))) {
         Ok(Some(r)) => r,
         // Only while the map is being written, which runs no user code: not reached.
         _ => (f.take().expect("`f` not called"))(None),
@@ -581,6 +640,27 @@ mod tests {
         // The copy is untouched by writes to the other.
         let entries: Vec<_> = shared.iter().collect();
         assert_eq!(entries, [("a", "1"), ("b", "2"), ("c", "3")]);
+    }
+
+    #[cfg(feature = "log")]
+    #[test]
+    fn the_plain_cache_follows_every_change() {
+        let mut map = Map::default();
+        map.insert("a".into(), "1".into());
+        assert!(map.is_plain());
+        assert!(map.is_plain()); // cached
+                                 // Replaced in place: the cache is reset.
+        map.insert("a".into(), "x y".into());
+        assert!(!map.is_plain());
+        let shared = map.clone();
+        // Replaced in a copy: a new pair, the shared one keeps its answer.
+        map.insert("a".into(), "2".into());
+        assert!(map.is_plain());
+        assert!(!shared.is_plain());
+        map.insert("b c".into(), "3".into());
+        assert!(!map.is_plain());
+        map.remove("b c");
+        assert!(map.is_plain());
     }
 
     #[test]
