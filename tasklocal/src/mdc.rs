@@ -313,11 +313,16 @@ pub fn try_extend<K: Into<String>, V: Into<String>>(
     if pairs.is_empty() {
         return writable();
     }
-    let inserted = MDC.try_with_mut(|map| {
+    let write = |map: &mut Map| {
         for (key, value) in pairs.drain(..) {
             map.insert(key, value);
         }
-    })?;
+    };
+    // In place when the map is the owner's own, as in `try_insert`.
+    let inserted = match MDC.with_mut_in_place(write) {
+        Ok(()) => Some(()),
+        Err(write) => MDC.try_with_mut(write)?,
+    };
     if inserted.is_none() {
         let mut map = Map::default();
         for (key, value) in pairs {
@@ -369,7 +374,17 @@ pub fn remove(key: &str) -> Option<String> {
 /// assert_eq!(tasklocal::mdc::try_remove("nothing"), Ok(None));
 /// ```
 pub fn try_remove(key: &str) -> Result<Option<String>, AccessError> {
-    let present = MDC.try_with(|map| map.is_some_and(|map| map.position(key).is_some()))?;
+    // In place when the map is the owner's own (as in `try_insert`): removing nothing
+    // from it is not a change.
+    match MDC.with_mut_in_place(|map| map.remove(key)) {
+        Ok(None) => return Ok(None),
+        Ok(removed) => {
+            changed();
+            return Ok(removed);
+        }
+        Err(_) => {}
+    }
+    let present = MDC.with_in_place(|map| map.is_some_and(|map| map.position(key).is_some()))?;
     if !present {
         // Nothing to remove: an inherited map is not copied for it. In a task without
         // storage, this is still the write it was meant to be.
