@@ -663,8 +663,9 @@ mod tests {
         let mut map = Map::default();
         map.insert("a".into(), "1".into());
         assert!(map.is_plain());
-        assert!(map.is_plain()); // cached
-                                 // Replaced in place: the cache is reset.
+        // Asked again: answered from the cache.
+        assert!(map.is_plain());
+        // Replaced in place: the cache is reset.
         map.insert("a".into(), "x y".into());
         assert!(!map.is_plain());
         let shared = map.clone();

@@ -101,8 +101,8 @@ impl<T: Send + 'static> Local<T> {
 
     /// [`try_with`](Self::try_with) of an inheritable key inside a scoped owner, with
     /// no borrow held while `f` runs: `f` reads a clone of the owner's entry (a
-    /// reference count increment, not a copy of the value), taken and dropped with no
-    /// call on the way. `f` may run user code and use the whole API (`MdcLogger` hands
+    /// reference count increment, not a copy of the value), taken with no call on the
+    /// way. `f` may run user code and use the whole API (`MdcLogger` hands
     /// the MDC to an inner logger). Anything else — a thread owner, a value to fork,
     /// an unset key, a value lent out — takes `try_with`.
     #[inline]
