@@ -148,8 +148,7 @@ impl<L: Log> Log for MdcLogger<L> {
         mdc::with_map(|map| match map {
             Some(map) if !map.is_empty() => {
                 let escaped;
-                let entries = if self.escape && !map.iter().all(|(k, v)| is_plain(k) && is_plain(v))
-                {
+                let entries = if self.escape && !map.is_plain() {
                     // Rare: some entry needs quoting; make the quoted texts once.
                     escaped = map
                         .iter()
@@ -162,6 +161,9 @@ impl<L: Log> Log for MdcLogger<L> {
                 let source = WithMdc {
                     mdc: entries,
                     record: record.key_values(),
+                    // Asked once: most records carry no key-values of their own, and
+                    // then no MDC key needs looking up among them.
+                    record_has_kvs: record.key_values().count() > 0,
                 };
                 self.inner
                     .log(&record.to_builder().key_values(&source).build());
@@ -193,12 +195,13 @@ enum Entries<'a> {
 struct WithMdc<'a> {
     mdc: Entries<'a>,
     record: &'a dyn Source,
+    record_has_kvs: bool,
 }
 
 impl WithMdc<'_> {
     /// Whether the MDC entry with this original key is shadowed by the record.
     fn shadowed(&self, key: &str) -> bool {
-        self.record.get(Key::from_str(key)).is_some()
+        self.record_has_kvs && self.record.get(Key::from_str(key)).is_some()
     }
 }
 

@@ -53,6 +53,8 @@
 //! * The functions may be called from anywhere, also from inside a [`for_each`]
 //!   closure: that closure goes on seeing the map as it was when `for_each` started.
 
+#[cfg(feature = "log")]
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 
 use crate::current::{self, Here};
@@ -88,6 +90,57 @@ fn changed() {
 pub(crate) struct Pair {
     pub(crate) key: String,
     pub(crate) value: String,
+    /// Whether key and value are both [plain](escape::is_plain), once a `log` record
+    /// has asked: [`UNKNOWN`], [`PLAIN`] or [`QUOTED`]. A cache, so that a log record does
+    /// not scan every key and value again. An atomic because pairs are shared across
+    /// threads; `Relaxed` is enough, since every thread that fills it in computes the
+    /// same answer from the same unchanging texts (only a `&mut Pair` changes them,
+    /// and resets it).
+    #[cfg(feature = "log")]
+    plain: AtomicU8,
+}
+
+#[cfg(feature = "log")]
+const UNKNOWN: u8 = 0;
+#[cfg(feature = "log")]
+const PLAIN: u8 = 1;
+#[cfg(feature = "log")]
+const QUOTED: u8 = 2;
+
+impl Pair {
+    fn new(key: String, value: String) -> Pair {
+        Pair {
+            key,
+            value,
+            #[cfg(feature = "log")]
+            plain: AtomicU8::new(UNKNOWN),
+        }
+    }
+
+    /// Replaces the value of a pair no other map shares.
+    fn set_value(&mut self, value: String) {
+        self.value = value;
+        #[cfg(feature = "log")]
+        {
+            *self.plain.get_mut() = UNKNOWN;
+        }
+    }
+
+    /// Whether key and value can both be written as they are in a `key=value` text
+    /// (see [`escape::is_plain`]).
+    #[cfg(feature = "log")]
+    pub(crate) fn is_plain(&self) -> bool {
+        match self.plain.load(Ordering::Relaxed) {
+            PLAIN => true,
+            QUOTED => false,
+            _ => {
+                let plain = escape::is_plain(&self.key) && escape::is_plain(&self.value);
+                let state = if plain { PLAIN } else { QUOTED };
+                self.plain.store(state, Ordering::Relaxed);
+                plain
+            }
+        }
+    }
 }
 
 /// An MDC map: entries in insertion order. Cloning copies pointers only.
@@ -111,11 +164,11 @@ impl Map {
     fn insert(&mut self, key: String, value: String) {
         match self.entries.iter_mut().find(|pair| pair.key == key) {
             Some(entry) => match Arc::get_mut(entry) {
-                Some(pair) => pair.value = value,
+                Some(pair) => pair.set_value(value),
                 // Shared with another copy of the map: replace the pointer.
-                None => *entry = Arc::new(Pair { key, value }),
+                None => *entry = Arc::new(Pair::new(key, value)),
             },
-            None => self.entries.push(Arc::new(Pair { key, value })),
+            None => self.entries.push(Arc::new(Pair::new(key, value))),
         }
     }
 
@@ -127,6 +180,12 @@ impl Map {
     #[cfg(any(feature = "log", feature = "tracing"))]
     pub(crate) fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+
+    /// Whether every key and value is [plain](escape::is_plain) (cached per entry).
+    #[cfg(feature = "log")]
+    pub(crate) fn is_plain(&self) -> bool {
+        self.entries.iter().all(|pair| pair.is_plain())
     }
 
     /// The entries in insertion order.
@@ -141,7 +200,7 @@ impl Map {
 /// the storage: `f` may use the whole API.
 pub(crate) fn with_map<R>(f: impl FnOnce(Option<&Map>) -> R) -> R {
     let mut f = Some(f);
-    match MDC.try_with(|map| f.take().map(|f| f(map))) {
+    match MDC.with_shared(|map| f.take().map(|f| f(map))) {
         Ok(Some(r)) => r,
         // Only while the map is being written, which runs no user code: not reached.
         _ => (f.take().expect("`f` not called"))(None),
@@ -200,11 +259,17 @@ pub fn insert(key: impl Into<String>, value: impl Into<String>) {
 pub fn try_insert(key: impl Into<String>, value: impl Into<String>) -> Result<(), AccessError> {
     // Convert first: `Into` is user code and must not run while the map is lent out.
     let mut pair = Some((key.into(), value.into()));
-    let inserted = MDC.try_with_mut(|map| {
+    let write = |map: &mut Map| {
         if let Some((key, value)) = pair.take() {
             map.insert(key, value);
         }
-    })?;
+    };
+    // The usual case — the owner's own map, shared with no child — is written in
+    // place; `write` runs no user code (it only drops strings), so it may.
+    let inserted = match MDC.with_mut_in_place(write) {
+        Ok(()) => Some(()),
+        Err(write) => MDC.try_with_mut(write)?,
+    };
     if let (None, Some((key, value))) = (inserted, pair) {
         let mut map = Map::default();
         map.insert(key, value);
@@ -248,11 +313,16 @@ pub fn try_extend<K: Into<String>, V: Into<String>>(
     if pairs.is_empty() {
         return writable();
     }
-    let inserted = MDC.try_with_mut(|map| {
+    let write = |map: &mut Map| {
         for (key, value) in pairs.drain(..) {
             map.insert(key, value);
         }
-    })?;
+    };
+    // In place when the map is the owner's own, as in `try_insert`.
+    let inserted = match MDC.with_mut_in_place(write) {
+        Ok(()) => Some(()),
+        Err(write) => MDC.try_with_mut(write)?,
+    };
     if inserted.is_none() {
         let mut map = Map::default();
         for (key, value) in pairs {
@@ -304,7 +374,17 @@ pub fn remove(key: &str) -> Option<String> {
 /// assert_eq!(tasklocal::mdc::try_remove("nothing"), Ok(None));
 /// ```
 pub fn try_remove(key: &str) -> Result<Option<String>, AccessError> {
-    let present = MDC.try_with(|map| map.is_some_and(|map| map.position(key).is_some()))?;
+    // In place when the map is the owner's own (as in `try_insert`): removing nothing
+    // from it is not a change.
+    match MDC.with_mut_in_place(|map| map.remove(key)) {
+        Ok(None) => return Ok(None),
+        Ok(removed) => {
+            changed();
+            return Ok(removed);
+        }
+        Err(_) => {}
+    }
+    let present = MDC.with_in_place(|map| map.is_some_and(|map| map.position(key).is_some()))?;
     if !present {
         // Nothing to remove: an inherited map is not copied for it. In a task without
         // storage, this is still the write it was meant to be.
@@ -575,6 +655,28 @@ mod tests {
         // The copy is untouched by writes to the other.
         let entries: Vec<_> = shared.iter().collect();
         assert_eq!(entries, [("a", "1"), ("b", "2"), ("c", "3")]);
+    }
+
+    #[cfg(feature = "log")]
+    #[test]
+    fn the_plain_cache_follows_every_change() {
+        let mut map = Map::default();
+        map.insert("a".into(), "1".into());
+        assert!(map.is_plain());
+        // Asked again: answered from the cache.
+        assert!(map.is_plain());
+        // Replaced in place: the cache is reset.
+        map.insert("a".into(), "x y".into());
+        assert!(!map.is_plain());
+        let shared = map.clone();
+        // Replaced in a copy: a new pair, the shared one keeps its answer.
+        map.insert("a".into(), "2".into());
+        assert!(map.is_plain());
+        assert!(!shared.is_plain());
+        map.insert("b c".into(), "3".into());
+        assert!(!map.is_plain());
+        map.remove("b c");
+        assert!(map.is_plain());
     }
 
     #[test]

@@ -293,3 +293,55 @@ fn the_mdc_of_each_owner_is_the_one_logged() {
         ]
     );
 }
+
+/// A logger that writes the MDC and switches owners while it logs.
+struct Meddling(Collect);
+
+impl Log for Meddling {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+    fn log(&self, record: &Record<'_>) {
+        static OTHER: tasklocal::Local<String> = tasklocal::Local::inheritable();
+        mdc::insert("written", "by-logger");
+        OTHER.set("by-logger".into());
+        let child = Snapshot::capture().run(mdc::to_vec);
+        assert_eq!(child.last().map(|(k, _)| k.as_str()), Some("written"));
+        self.0.log(record);
+    }
+    fn flush(&self) {}
+}
+
+#[test]
+fn the_inner_logger_may_use_the_whole_api_and_sees_the_mdc_as_logged() {
+    let collected = Snapshot::empty().run(|| {
+        mdc::insert("request_id", "r1");
+        let logger = MdcLogger::new(Meddling(Collect::default()));
+        log_one(&logger);
+        assert_eq!(mdc::get("written").as_deref(), Some("by-logger"));
+        logger.into_inner().0 .0.into_inner().unwrap()
+    });
+    assert_eq!(
+        collected,
+        [vec![("request_id".to_string(), "r1".to_string())]]
+    );
+}
+
+#[test]
+fn a_value_replaced_after_a_line_is_quoted_as_it_is_now() {
+    let collected = Snapshot::empty().run(|| {
+        let logger = MdcLogger::new(Collect::default());
+        mdc::insert("user", "ada");
+        log_one(&logger);
+        mdc::insert("user", "ada lovelace");
+        log_one(&logger);
+        mdc::insert("user", "ada");
+        log_one(&logger);
+        logger.into_inner().0.into_inner().unwrap()
+    });
+    let user = |v: &str| vec![("user".to_string(), v.to_string())];
+    assert_eq!(
+        collected,
+        [user("ada"), user("\"ada lovelace\""), user("ada")]
+    );
+}

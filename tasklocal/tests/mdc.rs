@@ -175,6 +175,39 @@ fn children_see_the_map_as_of_creation_and_never_write_back() {
     });
 }
 
+/// A replacing insert writes the owner's map in place only while no child or
+/// snapshot shares it: here the table of inheritable values is unshared again (another
+/// key's write copied it) while the map itself is still the snapshot's.
+#[test]
+fn a_replacing_insert_never_reaches_a_captured_map() {
+    static OTHER: tasklocal::Local<String> = tasklocal::Local::inheritable();
+    fresh(|| {
+        mdc::extend([("request_id", "r1"), ("tenant", "acme")]);
+        OTHER.set("a".into());
+        let snapshot = Snapshot::capture();
+        OTHER.set("b".into());
+        mdc::insert("tenant", "parent");
+        mdc::insert("tenant", "parent-2");
+        snapshot.run(|| {
+            assert_eq!(
+                mdc::to_vec(),
+                pairs(&[("request_id", "r1"), ("tenant", "acme")])
+            );
+            mdc::insert("request_id", "child");
+            mdc::insert("request_id", "child-2");
+            assert_eq!(mdc::get("request_id").as_deref(), Some("child-2"));
+        });
+        assert_eq!(
+            snapshot.run(mdc::to_vec),
+            pairs(&[("request_id", "r1"), ("tenant", "acme")])
+        );
+        assert_eq!(
+            mdc::to_vec(),
+            pairs(&[("request_id", "r1"), ("tenant", "parent-2")])
+        );
+    });
+}
+
 #[test]
 fn isolated_tasks_and_plain_threads_start_empty() {
     fresh(|| {

@@ -99,6 +99,37 @@ impl<T: Send + 'static> Local<T> {
         }
     }
 
+    /// [`try_with`](Self::try_with) of an inheritable key inside a scoped owner, with
+    /// no borrow held while `f` runs: `f` reads a clone of the owner's entry (a
+    /// reference count increment, not a copy of the value), taken with no call on the
+    /// way. `f` may run user code and use the whole API (`MdcLogger` hands
+    /// the MDC to an inner logger). Anything else — a thread owner, a value to fork,
+    /// an unset key, a value lent out — takes `try_with`.
+    #[inline]
+    pub(crate) fn with_shared<R>(
+        &'static self,
+        f: impl FnOnce(Option<&T>) -> R,
+    ) -> Result<R, AccessError> {
+        if let Some(index) = self.index.assigned() {
+            let entry = current::with_scoped_frame(|frame| {
+                let clone = |entries: &[crate::storage::Entry]| {
+                    let entry = entries.get(index)?;
+                    // A value of this key, ready to read (not lent out, not to fork).
+                    entry.get::<T>()?;
+                    Some(entry.clone())
+                };
+                match frame {
+                    Ok(storage) => clone(storage.inheritables().try_borrow().ok()?.as_deref()?),
+                    Err(seed) => clone(seed),
+                }
+            });
+            if let Some(entry) = entry {
+                return Ok(f(entry.get::<T>()));
+            }
+        }
+        self.try_with(f)
+    }
+
     /// [`try_with`](Self::try_with) past its fast path: the value, else the initial
     /// value (stored now, when there is a storage to keep it in), else `None`.
     #[inline(never)]

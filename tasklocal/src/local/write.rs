@@ -7,7 +7,7 @@ use crate::current;
 use crate::error::{panic_access, AccessError, Kind};
 use crate::storage::{Entry, Value};
 
-use super::inheritable::replace_inheritable;
+use super::inheritable::{replace_inheritable, unique_mut};
 use super::slot::{lend_out, replace_local, LentBack, Raw, Visit};
 use super::Local;
 
@@ -414,4 +414,38 @@ impl<T: Send + 'static> Drop for RestoreScoped<T> {
 #[inline(never)]
 fn restore_outlined<T: Send + 'static>(key: &'static Local<T>, old: Option<T>) {
     drop(key.swap_raw(Raw::Local(old.map(Value::new))));
+}
+
+impl<T: Send + 'static> Local<T> {
+    /// [`try_with_mut`](Self::try_with_mut) of an inheritable key, in place: `f` runs
+    /// on the current owner's value under the borrow of its inheritable entries, when
+    /// the owner has a storage, neither its table of entries nor the value is shared
+    /// with a child or a snapshot, and the key is not `inheritable_with`. Otherwise `f`
+    /// comes back and the caller takes `try_with_mut`. The same write in place as
+    /// [`set`](Self::set)'s fast path, for crate code whose `f` runs no user code and
+    /// touches no key (`mdc::insert`).
+    #[inline]
+    pub(crate) fn with_mut_in_place<R, F: FnOnce(&mut T) -> R>(
+        &'static self,
+        f: F,
+    ) -> Result<R, F> {
+        let mut f = Some(f);
+        if let (Some(index), true, None) = (self.index.assigned(), self.is_inheritable(), self.fork)
+        {
+            let done = current::with_storage(|storage| {
+                let mut inherited = storage.inheritables().try_borrow_mut().ok()?;
+                let entries = Arc::get_mut(inherited.as_mut()?)?;
+                let value = unique_mut::<T>(entries.get_mut(index)?)?;
+                Some(f.take()?(value))
+            });
+            if let Some(r) = done {
+                return Ok(r);
+            }
+        }
+        match f {
+            Some(f) => Err(f),
+            // `f` is only taken by the call that returned `Some`.
+            None => unreachable!(),
+        }
+    }
 }
