@@ -83,6 +83,21 @@
 //!   `foo@bar@baz` or `t@` and 15 characters, which the current W3C grammar and test
 //!   suite keep (so does tasklocal).
 
+/// A `[bool; 256]` of a predicate over every byte, built at compile time: validating a
+/// header byte is then one load, not a chain of comparisons.
+macro_rules! byte_table {
+    (|$c:ident| $is:expr) => {{
+        let mut table = [false; 256];
+        let mut i = 0;
+        while i < 256 {
+            let $c = i as u8;
+            table[i] = $is;
+            i += 1;
+        }
+        table
+    }};
+}
+
 mod carrier;
 mod layer;
 mod propagate;
