@@ -92,11 +92,23 @@ pub(crate) fn with_map<R>(f: impl FnOnce(Option<&Map>) -> R) -> R {
     }
 }
 
-/// Whether the current owner may write (not a tokio task without storage of its own).
+/// [`with_map`] read in place (`Local::with_in_place`): `f` runs no user code, writes nothing.
+#[cfg(feature = "http")]
+pub(crate) fn with_map_in_place<R>(f: impl FnOnce(Option<&Map>) -> R) -> R {
+    let mut f = Some(f);
+    match MDC.with_in_place(|map| f.take().map(|f| f(map))) {
+        Ok(Some(r)) => r,
+        _ => (f.take().expect("`f` not called"))(None), // Not reached, as in `with_map`.
+    }
+}
+
 /// Sets `snapshot`'s MDC to `pairs` (in order; a repeated key keeps its first place and
 /// its last value), with no owner run: how `http::extract` seeds a request.
 #[cfg(feature = "http")]
-pub(crate) fn seed(snapshot: &mut crate::Snapshot, pairs: Vec<(String, String)>) {
+pub(crate) fn seed(
+    snapshot: &mut crate::Snapshot,
+    pairs: impl ExactSizeIterator<Item = (String, String)>,
+) {
     let mut map = Map {
         entries: Vec::with_capacity(pairs.len()),
     };
@@ -106,6 +118,7 @@ pub(crate) fn seed(snapshot: &mut crate::Snapshot, pairs: Vec<(String, String)>)
     snapshot.set_value(&MDC, map);
 }
 
+/// Whether the current owner may write (not a tokio task without storage of its own).
 fn writable() -> Result<(), AccessError> {
     current::read(|here| match here {
         Here::Denied(kind) => Err(AccessError::new(kind)),

@@ -408,6 +408,71 @@ fn server_to_client_through_both_layers() {
     );
 }
 
+/// The `tracestate` cases of the W3C test suite (`w3c/trace-context`, `test/test.py`,
+/// strict level 2) run the way the suite runs them: a request through `ServerLayer`
+/// whose handler calls out through `ClientLayer`, and the outgoing headers read. Repeated
+/// keys keep the state (one of the repeats may go), keys with `@` anywhere but first
+/// are kept, a key starting with `@` or over 256 characters drops the whole state.
+#[test]
+fn w3c_test_suite_tracestate_cases_through_both_layers() {
+    const PARENT: &str = "00-12345678901234567890123456789012-1234567890123456-00";
+    // The `tracestate` the handler's outgoing call carries, for these incoming lines.
+    let outgoing = |lines: &[String]| -> String {
+        let client = ClientLayer.layer(service_fn(|request: Request<()>| async move {
+            Ok::<_, Infallible>(request.headers().clone())
+        }));
+        let service = ServerLayer.layer(service_fn(move |_request: Request<()>| async move {
+            let sent = client.oneshot(Request::new(())).await.unwrap();
+            Ok::<_, Infallible>(http::Response::new(sent))
+        }));
+        let mut request = Request::new(());
+        let headers = request.headers_mut();
+        headers.insert("traceparent", HeaderValue::from_static(PARENT));
+        for line in lines {
+            headers.append("tracestate", HeaderValue::from_str(line).unwrap());
+        }
+        let response = futures::executor::block_on(service.oneshot(request)).unwrap();
+        let sent = response.into_body().into_inner().unwrap();
+        let parent = traceparent(&sent);
+        assert_eq!(parent.trace_id(), "12345678901234567890123456789012");
+        assert_ne!(parent.parent_id(), "1234567890123456");
+        let state: Vec<_> = sent.get_all("tracestate").iter().collect();
+        assert!(state.len() <= 1, "{state:?}");
+        state
+            .first()
+            .map_or_else(String::new, |v| v.to_str().unwrap().to_owned())
+    };
+    let lines = |lines: &[&str]| lines.iter().map(|l| l.to_string()).collect::<Vec<_>>();
+    // test_tracestate_duplicated_keys: kept, the first of the repeats.
+    for repeated in [
+        &["foo=1,foo=1"][..],
+        &["foo=1,foo=2"],
+        &["foo=1", "foo=1"],
+        &["foo=1", "foo=2"],
+    ] {
+        assert_eq!(outgoing(&lines(repeated)), "foo=1", "{repeated:?}");
+    }
+    // test_tracestate_key_illegal_vendor_format.
+    for kept in ["foo@=1,bar=2", "foo@@bar=1,bar=2", "foo@bar@baz=1,bar=2"] {
+        assert_eq!(outgoing(&lines(&[kept])), kept);
+    }
+    assert_eq!(outgoing(&lines(&["@foo=1,bar=2"])), "");
+    // test_tracestate_key_length_limit.
+    for key in [
+        "z".repeat(256),
+        format!("{}@{}", "t".repeat(241), "v".repeat(14)),
+        format!("{}@v", "t".repeat(242)),
+        format!("t@{}", "v".repeat(15)),
+    ] {
+        let sent = outgoing(&["foo=1".into(), format!("{key}=1")]);
+        assert_eq!(sent, format!("foo=1,{key}=1"));
+    }
+    assert_eq!(
+        outgoing(&["foo=1".into(), format!("{}=1", "z".repeat(257))]),
+        ""
+    );
+}
+
 /// Automatic mode (`--cfg tokio_unstable`): every task has storage, so plain
 /// `tokio::spawn` works everywhere — the server layer's task is still the innermost
 /// owner of each request, and plain tasks spawned by the handler inherit from it.

@@ -276,8 +276,15 @@ impl Baggage {
         )
     }
 
+    /// Whether some entry has properties.
+    pub(crate) fn has_properties(&self) -> bool {
+        self.members.iter().any(|m| !m.properties.is_empty())
+    }
+
     /// The entries with their properties, by value, in order.
-    pub(crate) fn into_members(self) -> impl Iterator<Item = (String, String, Vec<String>)> {
+    pub(crate) fn into_members(
+        self,
+    ) -> impl ExactSizeIterator<Item = (String, String, Vec<String>)> {
         self.members
             .into_iter()
             .map(|m| (m.key, m.value, m.properties))
@@ -300,25 +307,86 @@ impl fmt::Display for Baggage {
 
 /// RFC 7230 `token`: one or more `tchar`.
 pub(crate) fn is_token(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    !s.is_empty() && s.bytes().all(|b| TCHAR[usize::from(b)])
 }
+
+/// `tchar`, as a table (one load per byte).
+static TCHAR: [bool; 256] = byte_table!(|b| b.is_ascii_alphanumeric()
+    || matches!(
+        b,
+        b'!' | b'#'
+            | b'$'
+            | b'%'
+            | b'&'
+            | b'\''
+            | b'*'
+            | b'+'
+            | b'-'
+            | b'.'
+            | b'^'
+            | b'_'
+            | b'`'
+            | b'|'
+            | b'~'
+    ));
 
 /// W3C `baggage-octet`: US-ASCII except CTLs, whitespace, DQUOTE, comma,
 /// semicolon and backslash.
-fn is_baggage_octet(b: u8) -> bool {
+const fn is_baggage_octet(b: u8) -> bool {
     matches!(b, 0x21 | 0x23..=0x2B | 0x2D..=0x3A | 0x3C..=0x5B | 0x5D..=0x7E)
 }
 
-/// A raw value as accepted when parsing: baggage-octets, plus `\` which the
-/// OTel Rust SDK writes unencoded (deviation from W3C, accepted leniently).
+/// A raw value byte as accepted when parsing: a baggage-octet, or `\` which the OTel
+/// Rust SDK writes unencoded (deviation from W3C, accepted leniently).
+static RAW_VALUE: [bool; 256] = byte_table!(|b| is_baggage_octet(b) || b == b'\\');
+
+/// A value byte written as it is (else percent-encoded): a `baggage-octet` other than
+/// `%` and `=`.
+static PLAIN_VALUE: [bool; 256] = byte_table!(|b| is_baggage_octet(b) && b != b'%' && b != b'=');
+
 fn is_raw_value(s: &str) -> bool {
-    s.bytes().all(|b| is_baggage_octet(b) || b == b'\\')
+    s.bytes().all(|b| RAW_VALUE[usize::from(b)])
 }
 
 /// Parses one OWS-trimmed list-member; `None` if malformed.
 fn parse_member(raw: &str) -> Option<Member> {
+    match split_plain(raw) {
+        Some((key, value, escaped)) => Some(Member {
+            key: key.to_owned(),
+            value: match escaped {
+                true => percent_decode(value),
+                false => value.to_owned(),
+            },
+            properties: Vec::new(),
+        }),
+        None => parse_member_in_full(raw),
+    }
+}
+
+/// The common member, `token=value` with no OWS inside and no properties, checked in
+/// one pass over its bytes: the key and the value, and whether the value has a `%`.
+/// `None` for anything else, valid or not, which [`parse_member_in_full`] then reads:
+/// every member this accepts, that reads the same (a token has no `=`, `;`, space or
+/// tab; a raw value no `;`, space or tab).
+fn split_plain(raw: &str) -> Option<(&str, &str, bool)> {
+    let bytes = raw.as_bytes();
+    let key_len = bytes.iter().position(|&b| !TCHAR[usize::from(b)])?;
+    if key_len == 0 || bytes[key_len] != b'=' {
+        return None;
+    }
+    let mut escaped = false;
+    for &b in &bytes[key_len + 1..] {
+        if !RAW_VALUE[usize::from(b)] {
+            return None;
+        }
+        escaped |= b == b'%';
+    }
+    // Both cuts are next to the ASCII `=`.
+    Some((&raw[..key_len], &raw[key_len + 1..], escaped))
+}
+
+/// [`parse_member`] of any member: OWS around the key, the value and `=`, properties.
+fn parse_member_in_full(raw: &str) -> Option<Member> {
     let mut parts = split_ascii(raw, b';');
     let (key, value) = split_once_ascii(parts.next()?, b'=')?;
     let (key, value) = (trim_ows(key), trim_ows(value));
@@ -372,10 +440,9 @@ fn percent_decode(s: &str) -> String {
         .unwrap_or_else(|invalid| String::from_utf8_lossy(invalid.as_bytes()).into_owned())
 }
 
-/// Whether a value byte is written as it is (else percent-encoded): a `baggage-octet`
-/// other than `%` and `=`.
+/// Whether a value byte is written as it is (else percent-encoded).
 fn is_plain_value_byte(b: u8) -> bool {
-    is_baggage_octet(b) && b != b'%' && b != b'='
+    PLAIN_VALUE[usize::from(b)]
 }
 
 /// Percent-encodes every byte outside `baggage-octet`, and `%` and `=`.
@@ -412,9 +479,53 @@ fn written_len(key: &str, value: &str, properties: &[String]) -> Option<usize> {
 
 /// Writes `(key, value, properties)` members as a header value within the limits, and
 /// returns it with the number of members not written (see
-/// [`Baggage::to_header_value`]). Two passes over `members`: the lengths first, then the
-/// members that fit, written straight into the result.
+/// [`Baggage::to_header_value`]).
+///
+/// The common case — every key a token, all within the limits — takes two passes over
+/// `members` and no allocation but the result: the lengths are summed first, then the
+/// members written into a string of exactly that size. Anything else goes to
+/// [`write_within_limits`].
 pub(crate) fn write_members<'a, I>(members: I) -> (String, usize)
+where
+    I: Iterator<Item = (&'a str, &'a str, &'a [String])> + Clone,
+{
+    let mut bytes = 0;
+    for (i, (key, value, properties)) in members.clone().enumerate() {
+        // Commas included; stops at the first member that cannot be written or is over
+        // a limit, so that a huge MDC is not measured twice.
+        match written_len(key, value, properties) {
+            Some(len) if i < MAX_MEMBERS && bytes + len + usize::from(i > 0) <= MAX_BYTES => {
+                bytes += len + usize::from(i > 0);
+            }
+            _ => return write_within_limits(members),
+        }
+    }
+    let mut out = String::with_capacity(bytes);
+    for (key, value, properties) in members {
+        write_member(&mut out, key, value, properties);
+    }
+    debug_assert_eq!(out.len(), bytes);
+    (out, 0)
+}
+
+/// Appends one member, after a comma unless `out` is empty.
+fn write_member(out: &mut String, key: &str, value: &str, properties: &[String]) {
+    if !out.is_empty() {
+        out.push(',');
+    }
+    out.push_str(key);
+    out.push('=');
+    encode_value(value, out);
+    for p in properties {
+        out.push(';');
+        out.push_str(p);
+    }
+}
+
+/// [`write_members`] when some member cannot be written or they do not all fit: the
+/// lengths are kept, the members to drop chosen (see [`Baggage::to_header_value`]), and
+/// the others written straight into the result.
+fn write_within_limits<'a, I>(members: I) -> (String, usize)
 where
     I: Iterator<Item = (&'a str, &'a str, &'a [String])> + Clone,
 {
@@ -451,18 +562,8 @@ where
     }
     let mut out = String::with_capacity(bytes);
     for ((key, value, properties), len) in members.zip(&lengths) {
-        if len.is_none() {
-            continue;
-        }
-        if !out.is_empty() {
-            out.push(',');
-        }
-        out.push_str(key);
-        out.push('=');
-        encode_value(value, &mut out);
-        for p in properties {
-            out.push(';');
-            out.push_str(p);
+        if len.is_some() {
+            write_member(&mut out, key, value, properties);
         }
     }
     (out, total - kept)

@@ -74,7 +74,13 @@ impl TraceParent {
     /// assert!(TraceParent::parse(&format!("00-{}-01", id.to_uppercase())).is_none());
     /// ```
     pub fn parse(header: &str) -> Option<Self> {
-        let b = trim_ows(header).as_bytes();
+        Self::parse_bytes(header.as_bytes())
+    }
+
+    /// [`parse`](Self::parse) of a header line as it came: what is not ASCII is
+    /// invalid anyway, so the line needs no UTF-8 check first.
+    pub(crate) fn parse_bytes(header: &[u8]) -> Option<Self> {
+        let b = trim_ows_bytes(header);
         let version = hex(b.get(0..2)?)?;
         let well_formed = version != 0xff
             && b.get(2) == Some(&b'-')
@@ -229,18 +235,38 @@ impl TraceParent {
 
     /// The header value: `00-{trace id}-{parent id}-{flags}` in lowercase hex.
     pub(crate) fn encode(&self) -> [u8; 55] {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
         let mut out = *b"00-00000000000000000000000000000000-0000000000000000-00";
-        for (i, digit) in out[3..35].iter_mut().enumerate() {
-            *digit = HEX[(self.trace_id >> (124 - 4 * i)) as usize & 0xf];
-        }
-        for (i, digit) in out[36..52].iter_mut().enumerate() {
-            *digit = HEX[(self.parent_id >> (60 - 4 * i)) as usize & 0xf];
-        }
-        out[53] = HEX[usize::from(self.flags >> 4)];
-        out[54] = HEX[usize::from(self.flags & 0xf)];
+        let (high, low) = ((self.trace_id >> 64) as u64, self.trace_id as u64);
+        out[3..19].copy_from_slice(&hex16(high));
+        out[19..35].copy_from_slice(&hex16(low));
+        out[36..52].copy_from_slice(&hex16(self.parent_id));
+        out[53..55].copy_from_slice(&hex16(u64::from(self.flags))[14..]);
         out
     }
+}
+
+/// `n` as 16 lowercase hex digits, computed 8 digits at a time in a `u64` (SWAR): the
+/// 8 nibbles of a 32-bit half are spread to one byte each, then every byte becomes its
+/// ASCII digit at once. About 20 instructions per half, no table, no per-digit loop.
+fn hex16(n: u64) -> [u8; 16] {
+    /// `0x1234_5678` -> `0x0102_0304_0506_0708`: each step moves the upper half of
+    /// every lane up by half a lane (16, 8, then 4 bits) and masks.
+    fn spread(half: u32) -> u64 {
+        let x = u64::from(half);
+        let x = (x | x << 16) & 0x0000_ffff_0000_ffff;
+        let x = (x | x << 8) & 0x00ff_00ff_00ff_00ff;
+        (x | x << 4) & 0x0f0f_0f0f_0f0f_0f0f
+    }
+    /// Each byte `0..=15` to `b'0'..=b'9'` or `b'a'..=b'f'`: adding 6 carries into bit 4
+    /// exactly for 10 and over, which then get the extra `b'a' - b'0' - 10 = 39`.
+    fn digits(nibbles: u64) -> [u8; 8] {
+        let letters = ((nibbles + 0x0606_0606_0606_0606) >> 4) & 0x0101_0101_0101_0101;
+        (nibbles + 0x3030_3030_3030_3030 + letters * 39).to_be_bytes()
+    }
+    let mut out = [0; 16];
+    out[..8].copy_from_slice(&digits(spread((n >> 32) as u32)));
+    out[8..].copy_from_slice(&digits(spread(n as u32)));
+    out
 }
 
 impl fmt::Display for TraceParent {
@@ -259,16 +285,40 @@ fn hex(digits: &[u8]) -> Option<u128> {
 
 /// Lowercase hex digits (at most 16) to a number; `None` otherwise.
 fn hex64(digits: &[u8]) -> Option<u64> {
+    // Branch-free per digit: a table gives each byte its value, or 0x80 when it is no
+    // lowercase hex digit; the flags are or-ed together and checked once at the end.
     let mut n = 0u64;
+    let mut invalid = 0u8;
     for &c in digits {
-        let digit = match c {
-            b'0'..=b'9' => c - b'0',
-            b'a'..=b'f' => c - b'a' + 10,
-            _ => return None,
-        };
-        n = n << 4 | u64::from(digit);
+        let digit = HEX_DIGIT[usize::from(c)];
+        invalid |= digit;
+        n = n << 4 | u64::from(digit & 0xf);
     }
-    Some(n)
+    (invalid & 0x80 == 0).then_some(n)
+}
+
+/// The value of a lowercase hex digit, 0x80 for any other byte.
+static HEX_DIGIT: [u8; 256] = {
+    let mut table = [0x80; 256];
+    let mut i = 0;
+    while i < 10 {
+        table[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        table[b'a' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    table
+};
+
+/// [`trim_ows`] of bytes.
+fn trim_ows_bytes(b: &[u8]) -> &[u8] {
+    let is_ows = |c: &u8| *c == b' ' || *c == b'\t';
+    let start = b.iter().position(|c| !is_ows(c)).unwrap_or(b.len());
+    let end = b.iter().rposition(|c| !is_ows(c)).map_or(start, |i| i + 1);
+    &b[start..end]
 }
 
 /// Pseudo-random bits from std's randomly keyed SipHash over a counter.
@@ -302,10 +352,19 @@ pub const MAX_TRACESTATE_MEMBERS: usize = 32;
 /// assert_eq!(ts.get("congo"), Some("t61rcWkgMzE"));
 /// assert_eq!(ts.to_string(), "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE");
 /// ```
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct TraceState {
-    members: Vec<(String, String)>,
+    /// The members as written: `key=value` joined by `,`, every member valid, no key
+    /// twice, at most [`MAX_TRACESTATE_MEMBERS`]. This canonical header line is the whole
+    /// representation: writing it (`inject`, on every outgoing call) is one copy, parsing
+    /// a header makes one string, and equality is member-wise. A value has no `,` or `=`
+    /// and a key no `=`, so the members and their parts are found again by splitting.
+    header: String,
 }
+
+/// The longest canonical header: 32 members of a 256-character key, `=` and a
+/// 256-character value, with 31 commas.
+const MAX_TRACESTATE_BYTES: usize = MAX_TRACESTATE_MEMBERS * (256 + 1 + 256 + 1) - 1;
 
 impl TraceState {
     /// Parses a `tracestate` header value; never fails. Empty members are
@@ -327,13 +386,21 @@ impl TraceState {
         Self::parse_all([header])
     }
 
-    /// Parses several `tracestate` header lines as one list (HTTP lets a list be
-    /// split over several lines).
+    /// Parses several `tracestate` header lines as one list (HTTP lets a list be split
+    /// over several lines).
     pub(crate) fn parse_all<S: AsRef<str>>(headers: impl IntoIterator<Item = S>) -> Self {
         let mut state = Self::default();
         let mut received = 0;
-        for header in headers {
-            for member in split_ascii(header.as_ref(), b',').map(trim_ows) {
+        for line in headers {
+            let line = line.as_ref();
+            // A line holds at most its own length of canonical members (plus a comma):
+            // one allocation for the usual single line already written canonically.
+            // Capped, so that a line of commas and spaces reserves no more than a
+            // full state.
+            state
+                .header
+                .reserve((line.len() + 1).min(MAX_TRACESTATE_BYTES));
+            for member in split_ascii(line, b',').map(trim_ows) {
                 if member.is_empty() {
                     continue;
                 }
@@ -343,8 +410,11 @@ impl TraceState {
                         if is_key(key) && is_value(value) && received <= MAX_TRACESTATE_MEMBERS =>
                     {
                         // A repeated key: the first member stays, this one is dropped.
-                        if state.get(key).is_none() {
-                            state.members.push((key.to_owned(), value.to_owned()));
+                        if state.header.is_empty() {
+                            state.header.push_str(member);
+                        } else if state.get(key).is_none() {
+                            state.header.push(',');
+                            state.header.push_str(member);
                         }
                     }
                     // Invalid, or over the member limit: discarded whole.
@@ -362,10 +432,7 @@ impl TraceState {
     /// assert_eq!(TraceState::parse("a=1").get("a"), Some("1"));
     /// ```
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.members
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+        self.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
     }
 
     /// Iterates over `(key, value)` pairs in header order.
@@ -376,7 +443,9 @@ impl TraceState {
     /// assert_eq!(ts.iter().collect::<Vec<_>>(), [("b", "2"), ("a", "1")]);
     /// ```
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
-        self.members.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+        // Every member has its `=`: `filter_map` drops nothing.
+        self.members()
+            .filter_map(|(start, end)| split_once_ascii(&self.header[start..end], b'='))
     }
 
     /// Number of members.
@@ -386,7 +455,10 @@ impl TraceState {
     /// assert_eq!(TraceState::parse("a=1,b=2").len(), 2);
     /// ```
     pub fn len(&self) -> usize {
-        self.members.len()
+        match self.header.is_empty() {
+            true => 0,
+            false => 1 + self.header.bytes().filter(|&b| b == b',').count(),
+        }
     }
 
     /// Whether there are no members.
@@ -396,7 +468,7 @@ impl TraceState {
     /// assert!(TraceState::parse("").is_empty());
     /// ```
     pub fn is_empty(&self) -> bool {
-        self.members.is_empty()
+        self.header.is_empty()
     }
 
     /// Sets `key` to `value` and moves it to the front, as the spec asks of
@@ -416,8 +488,20 @@ impl TraceState {
             return false;
         }
         self.remove(key);
-        self.members.insert(0, (key.to_owned(), value.to_owned()));
-        self.members.truncate(MAX_TRACESTATE_MEMBERS);
+        // The right-most member goes when 32 are there already.
+        let kept = match self.members().nth(MAX_TRACESTATE_MEMBERS - 1) {
+            Some((start, _)) => &self.header[..start - 1],
+            None => &self.header,
+        };
+        let mut header = String::with_capacity(key.len() + 1 + value.len() + 1 + kept.len());
+        header.push_str(key);
+        header.push('=');
+        header.push_str(value);
+        if !kept.is_empty() {
+            header.push(',');
+            header.push_str(kept);
+        }
+        self.header = header;
         true
     }
 
@@ -430,36 +514,56 @@ impl TraceState {
     /// assert_eq!(ts.to_string(), "b=2");
     /// ```
     pub fn remove(&mut self, key: &str) -> Option<String> {
-        let index = self.members.iter().position(|(k, _)| k == key)?;
-        Some(self.members.remove(index).1)
+        let (start, end) = self.members().find(|&(start, end)| {
+            split_once_ascii(&self.header[start..end], b'=').is_some_and(|(k, _)| k == key)
+        })?;
+        let value = self.header[start + key.len() + 1..end].to_owned();
+        // The member and one comma next to it: the one after, or for the last member
+        // the one before.
+        let cut = if end < self.header.len() {
+            start..end + 1
+        } else {
+            start.saturating_sub(1)..end
+        };
+        self.header.replace_range(cut, "");
+        Some(value)
+    }
+
+    /// The byte ranges of the members in `header`.
+    fn members(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
+        let header = self.header.as_bytes();
+        let mut start = 0;
+        std::iter::from_fn(move || {
+            if start >= header.len() {
+                return None;
+            }
+            let end = header[start..]
+                .iter()
+                .position(|&b| b == b',')
+                .map_or(header.len(), |at| start + at);
+            let member = (start, end);
+            start = end + 1;
+            Some(member)
+        })
+    }
+}
+
+impl fmt::Debug for TraceState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
     }
 }
 
 impl fmt::Display for TraceState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.to_header_value())
+        f.write_str(&self.header)
     }
 }
 
 impl TraceState {
-    /// The header line (what `Display` writes), built without the formatting machinery:
-    /// `inject` writes it on every outgoing request.
+    /// The header line (what `Display` writes): a copy of the canonical form.
     pub(crate) fn to_header_value(&self) -> String {
-        let len = self
-            .members
-            .iter()
-            .map(|(k, v)| k.len() + v.len() + 2)
-            .sum::<usize>();
-        let mut out = String::with_capacity(len);
-        for (k, v) in &self.members {
-            if !out.is_empty() {
-                out.push(',');
-            }
-            out.push_str(k);
-            out.push('=');
-            out.push_str(v);
-        }
-        out
+        self.header.clone()
     }
 }
 
@@ -470,18 +574,24 @@ fn is_key(key: &str) -> bool {
     b.len() <= 256
         && b.first()
             .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"_-*/@".contains(c))
+        && b.iter().all(|&c| KEY_CHARS[usize::from(c)])
 }
 
 /// 1 to 256 printable ASCII characters except `,` and `=`, not ending in a space.
 fn is_value(value: &str) -> bool {
     (1..=256).contains(&value.len())
         && !value.ends_with(' ')
-        && value
-            .bytes()
-            .all(|c| matches!(c, 0x20..=0x7e) && c != b',' && c != b'=')
+        && value.bytes().all(|c| VALUE_CHARS[usize::from(c)])
 }
+
+/// `keychar`, as a table: one load per byte instead of a chain of comparisons.
+static KEY_CHARS: [bool; 256] = byte_table!(|c| c.is_ascii_lowercase()
+    || c.is_ascii_digit()
+    || matches!(c, b'_' | b'-' | b'*' | b'/' | b'@'));
+
+/// `chr = %x20 / nblk-chr` with `nblk-chr = %x21-2B / %x2D-3C / %x3E-7E`.
+static VALUE_CHARS: [bool; 256] =
+    byte_table!(|c| matches!(c, 0x20..=0x7e) && c != b',' && c != b'=');
 
 #[cfg(test)]
 mod tests;

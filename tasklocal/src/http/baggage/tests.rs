@@ -222,3 +222,85 @@ fn parse_limits() {
     let b = Baggage::parse_all(["a=1", "b=2, a=3"]);
     assert_eq!(pairs(&b), [("a", "3"), ("b", "2")]);
 }
+
+#[test]
+fn byte_tables_match_the_grammar() {
+    for b in 0..=255u8 {
+        let tchar = b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+        assert_eq!(TCHAR[usize::from(b)], tchar, "{b:#x}");
+        let octet = matches!(b, 0x21 | 0x23..=0x2B | 0x2D..=0x3A | 0x3C..=0x5B | 0x5D..=0x7E);
+        assert_eq!(is_baggage_octet(b), octet, "{b:#x}");
+        assert_eq!(RAW_VALUE[usize::from(b)], octet || b == b'\\', "{b:#x}");
+        assert_eq!(
+            is_plain_value_byte(b),
+            octet && b != b'%' && b != b'=',
+            "{b:#x}"
+        );
+    }
+}
+
+/// The one-pass reading of plain members reads them as the full parser does, and
+/// leaves everything else to it.
+#[test]
+fn plain_members_read_as_in_full() {
+    for raw in [
+        "k=v",
+        "k=",
+        "k=%41%zz%",
+        "k=a=b",
+        "k=a\\b",
+        "a.b-c_d~e=1",
+        "k==",
+        "=v",
+        "k",
+        "k =v",
+        "k= v",
+        "k=v;p",
+        "k=v;",
+        "k=v w",
+        "k=v\t",
+        "k=\"v\"",
+        "k=é",
+        "é=v",
+        "k,=v",
+    ] {
+        assert_eq!(parse_member(raw), parse_member_in_full(raw), "{raw:?}");
+        if let Some((key, value, _)) = split_plain(raw) {
+            assert_eq!(format!("{key}={value}"), raw);
+        }
+    }
+    assert_eq!(split_plain("k=%41"), Some(("k", "%41", true)));
+    assert_eq!(split_plain("k=v;p"), None);
+}
+
+/// The fast path of `write_members` writes what the general one does.
+#[test]
+fn writing_within_the_limits_takes_the_fast_path_unchanged() {
+    let properties = vec!["p".to_owned(), "q=1".to_owned()];
+    let members: Vec<(String, String, &[String])> = vec![
+        ("a".into(), "1".into(), &[]),
+        ("b".into(), "x y=z,%;é\\".into(), &properties),
+        ("c".into(), String::new(), &[]),
+        ("d".into(), "v".repeat(100), &[]),
+    ];
+    let all = || members.iter().map(|(k, v, p)| (k.as_str(), v.as_str(), *p));
+    assert_eq!(write_members(all()), write_within_limits(all()));
+    assert_eq!(
+        write_members(all()).0,
+        "a=1,b=x%20y%3Dz%2C%25%3B%C3%A9%5C;p;q=1,c=,d=".to_owned() + &"v".repeat(100)
+    );
+    // Exactly at the limits, and one over each.
+    for (count, len) in [(MAX_MEMBERS, 1), (MAX_MEMBERS + 1, 1), (2, 4094), (2, 4095)] {
+        let members: Vec<(String, String)> = (0..count)
+            .map(|i| (format!("k{i:02}"), "v".repeat(len)))
+            .collect();
+        let all = || {
+            members
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str(), &[][..]))
+        };
+        let (header, dropped) = write_members(all());
+        assert_eq!((header.clone(), dropped), write_within_limits(all()));
+        assert!(header.len() <= MAX_BYTES && dropped <= 1, "{count} {len}");
+    }
+}

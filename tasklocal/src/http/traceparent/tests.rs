@@ -185,3 +185,78 @@ fn tracestate_limits() {
     let ts = TraceState::parse_all(["", "foo=1", " , "]);
     assert_eq!(ts.to_string(), "foo=1");
 }
+
+#[test]
+fn encoding_is_lowercase_hex() {
+    let mut values = vec![0, 1, 9, 10, 15, 16, 0xff, u64::MAX, 0x0123_4567_89ab_cdef];
+    values.extend((0..1000).map(|_| random_u64()));
+    for n in values {
+        assert_eq!(hex16(n), format!("{n:016x}").as_bytes(), "{n:#x}");
+    }
+    for _ in 0..1000 {
+        let tp = TraceParent::new_random().with_sampled(random_u64() % 2 == 0);
+        let expected = format!(
+            "00-{:032x}-{:016x}-{:02x}",
+            tp.trace_id, tp.parent_id, tp.flags
+        );
+        assert_eq!(tp.encode(), expected.as_bytes());
+        assert_eq!(TraceParent::parse(&expected), Some(tp));
+    }
+}
+
+#[test]
+fn byte_tables_match_the_grammar() {
+    for b in 0..=255u8 {
+        let digit = match b {
+            b'0'..=b'9' => Some(u64::from(b - b'0')),
+            b'a'..=b'f' => Some(u64::from(b - b'a' + 10)),
+            _ => None,
+        };
+        assert_eq!(hex64(&[b]), digit, "{b:#x}");
+        let keychar = b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-*/@".contains(&b);
+        assert_eq!(KEY_CHARS[usize::from(b)], keychar, "{b:#x}");
+        let chr = (0x20..=0x7e).contains(&b) && b != b',' && b != b'=';
+        assert_eq!(VALUE_CHARS[usize::from(b)], chr, "{b:#x}");
+    }
+}
+
+#[test]
+fn traceparent_lines_that_are_not_utf8() {
+    let mut line = format!("00-{ID}-{PARENT}-01").into_bytes();
+    assert!(TraceParent::parse_bytes(&line).is_some());
+    line[10] = 0xff;
+    assert_eq!(TraceParent::parse_bytes(&line), None);
+    assert_eq!(TraceParent::parse_bytes(b"\xff\xfe"), None);
+}
+
+#[test]
+fn tracestate_insert_and_remove_keep_the_canonical_form() {
+    let mut ts = TraceState::parse("a=1,b=2,c=3");
+    assert_eq!(ts.remove("b"), Some("2".into()));
+    assert_eq!(ts.to_string(), "a=1,c=3");
+    assert_eq!(ts.remove("c"), Some("3".into()));
+    assert_eq!(ts.to_string(), "a=1");
+    assert_eq!(ts.remove("x"), None);
+    assert_eq!(ts.remove("a"), Some("1".into()));
+    assert!(ts.is_empty() && ts.to_string().is_empty());
+    assert_eq!(ts.len(), 0);
+    assert_eq!(ts, TraceState::default());
+    // A key that is a prefix of another is not that key.
+    let mut ts = TraceState::parse("ab=1,a=2");
+    assert_eq!(ts.get("a"), Some("2"));
+    assert_eq!(ts.remove("a"), Some("2".into()));
+    assert_eq!(ts.to_string(), "ab=1");
+    assert!(ts.insert("a", "3") && ts.insert("ab", "4"));
+    assert_eq!(ts.to_string(), "ab=4,a=3");
+    assert_eq!(ts, TraceState::parse(" ab=4 ,, a=3"));
+    assert_eq!(format!("{ts:?}"), r#"{"ab": "4", "a": "3"}"#);
+    // The 33rd insert drops the right-most member.
+    let mut ts = TraceState::default();
+    for i in 0..40 {
+        assert!(ts.insert(&format!("k{i}"), "v"));
+        assert_eq!(ts.len(), (i + 1).min(32));
+        assert_eq!(ts, TraceState::parse(&ts.to_string()));
+    }
+    assert_eq!(ts.iter().next(), Some(("k39", "v")));
+    assert_eq!(ts.iter().last(), Some(("k8", "v")));
+}
