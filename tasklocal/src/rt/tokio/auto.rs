@@ -126,7 +126,9 @@ pub fn install_with(builder: &mut Builder, hooks: Hooks) -> &mut Builder {
         after_poll,
         terminate,
     } = hooks;
-    let registry = Arc::new(Registry::new());
+    let mut registry = Registry::new();
+    registry.after_poll_callback = after_poll.is_some();
+    let registry = Arc::new(registry);
     let (r1, r2, r3, r4) = (
         registry.clone(),
         registry.clone(),

@@ -155,7 +155,7 @@ impl Registry {
         let key = key(id);
         match close_innermost(key) {
             Closed::Done => return,
-            Closed::Taken(window) => return close_window(window),
+            Closed::Taken(window) => return close_window(window, self.after_poll_callback),
             Closed::NotInTable => {}
         }
         if bridge::any() {
@@ -361,7 +361,10 @@ fn enter_window_bridges() {
 /// cell and tears the task down after unlocking it.
 #[cold]
 #[inline(never)]
-fn close_window(mut window: Window) {
+fn close_window(mut window: Window, after_poll_callback: bool) {
+    // Code of the user's that ran with the task current since its teardown in
+    // `terminate`, which may have set something.
+    let user_code = after_poll_callback || !window.bridges.is_empty();
     if !window.bridges.is_empty() {
         // With the task still current. Reported by the panic hook; it must not unwind
         // into tokio's hook.
@@ -377,7 +380,7 @@ fn close_window(mut window: Window) {
         // Dropping the window unlocks the cell.
         return;
     }
-    close_last_window(window);
+    close_last_window(window, user_code);
 }
 
 /// What [`close_innermost`] did.
@@ -426,7 +429,7 @@ fn close_innermost(key: u64) -> Closed {
 }
 
 /// [`close_window`] of the task's last window: the task ended in it.
-fn close_last_window(mut window: Window) {
+fn close_last_window(mut window: Window, user_code: bool) {
     let held = window.held.take();
     // The cell is free again: `key` is cleared under the lock, with the slot.
     window.cell.key.store(0, Ordering::Release);
@@ -435,9 +438,13 @@ fn close_last_window(mut window: Window) {
         return;
     };
     if let Some(displaced) = window.entered {
-        // Torn down in `terminate` already; the user's after-poll callback may have
-        // set something since.
-        current::finish();
+        // Torn down in `terminate` already; the user's after-poll callback or a
+        // bridge's exit may have set something since. (Without them, only tokio ran
+        // since: should anything have been set all the same, dropping the frame tears
+        // it down.)
+        if user_code {
+            current::finish();
+        }
         if current::swap_out(&mut frame, displaced).is_err() {
             return;
         }

@@ -158,10 +158,12 @@ static TABLE: [Cell; CELLS] = [const { Cell::new() }; CELLS];
 /// Every task's frame, by task id.
 pub(super) struct Registry {
     /// The table: the cell of task `key` is `table[key % CELLS]`.
-    pub(super) table: &'static [Cell],
+    pub(super) table: &'static [Cell; CELLS],
     pub(super) shards: Box<[Shard]>,
     /// Tells this runtime's frames in the shared table from other runtimes'.
     pub(super) id: u64,
+    /// The user gave an after-poll callback of their own ([`Hooks`](super::Hooks)).
+    pub(super) after_poll_callback: bool,
 }
 
 impl Registry {
@@ -174,15 +176,15 @@ impl Registry {
                 .map(|_| Shard(Mutex::new(Slots::default())))
                 .collect(),
             id: NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            after_poll_callback: true,
         }
     }
 
     /// The cell of task `key`.
     #[inline]
     pub(super) fn cell(&self, key: u64) -> &'static Cell {
-        // `CELLS` is a power of two: a mask, not a division.
-        let table: &'static [Cell] = self.table;
-        &table[key as usize & (CELLS - 1)]
+        // `CELLS` is a power of two: a mask, not a division (and no bounds check).
+        &self.table[key as usize & (CELLS - 1)]
     }
 
     /// The shard of task `key`, locked. No code of ours panics while holding it;
@@ -197,15 +199,19 @@ impl Registry {
 }
 
 #[cfg(not(all(test, tasklocal_loom)))]
-fn table() -> &'static [Cell] {
+fn table() -> &'static [Cell; CELLS] {
     &TABLE
 }
 
 /// loom's mutexes cannot be statics: every registry of a model gets a table of its
 /// own, leaked (tests only).
 #[cfg(all(test, tasklocal_loom))]
-fn table() -> &'static [Cell] {
-    Box::leak((0..CELLS).map(|_| Cell::new()).collect())
+fn table() -> &'static [Cell; CELLS] {
+    let cells: Box<[Cell]> = (0..CELLS).map(|_| Cell::new()).collect();
+    match cells.try_into() {
+        Ok(table) => Box::leak(table),
+        Err(_) => unreachable!("CELLS cells"),
+    }
 }
 
 /// Removes task `key`'s slot. A shard that held a burst of tasks gives its memory
@@ -241,7 +247,7 @@ impl Drop for Registry {
     /// task's terminate hook ran: such a task never ran, its frame holds at most
     /// inherited values. Tear them down here rather than leak.
     fn drop(&mut self) {
-        for cell in self.table {
+        for cell in self.table.iter() {
             if cell.key.load(Ordering::Acquire) == 0 {
                 continue;
             }
