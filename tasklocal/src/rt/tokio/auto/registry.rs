@@ -354,6 +354,60 @@ impl Hasher for SlotHasher {
 mod tests {
     use super::*;
 
+    /// More tasks alive at once than the table has cells: those whose cell is taken
+    /// go to the shards, and every task keeps its own value through its polls, its
+    /// children inherit it, and every value is dropped once.
+    #[cfg(not(tasklocal_loom))]
+    #[test]
+    fn tasks_whose_cell_is_taken_go_to_the_shards() {
+        use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+
+        static LIVE: AtomicUsize = AtomicUsize::new(0);
+        struct Counted(usize);
+        impl Clone for Counted {
+            fn clone(&self) -> Counted {
+                LIVE.fetch_add(1, SeqCst);
+                Counted(self.0)
+            }
+        }
+        impl Drop for Counted {
+            fn drop(&mut self) {
+                LIVE.fetch_sub(1, SeqCst);
+            }
+        }
+        static VALUE: crate::Local<Counted> = crate::Local::inheritable();
+
+        let mut builder = ::tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(2);
+        crate::tokio::install(&mut builder);
+        let rt = builder.build().unwrap();
+        let tasks = CELLS + CELLS / 2;
+        rt.block_on(async {
+            let (go, wait) = ::tokio::sync::watch::channel(false);
+            let handles: Vec<_> = (0..tasks)
+                .map(|i| {
+                    let mut wait = wait.clone();
+                    ::tokio::spawn(async move {
+                        LIVE.fetch_add(1, SeqCst);
+                        VALUE.set(Counted(i));
+                        // All alive at once.
+                        let _ = wait.wait_for(|go| *go).await;
+                        ::tokio::task::yield_now().await;
+                        let inherited = ::tokio::spawn(async { VALUE.with(|v| v.map(|v| v.0)) });
+                        let inherited = inherited.await.unwrap();
+                        (VALUE.with(|v| v.map(|v| v.0)), inherited)
+                    })
+                })
+                .collect();
+            go.send(true).unwrap();
+            for (i, handle) in handles.into_iter().enumerate() {
+                assert_eq!(handle.await.unwrap(), (Some(i), Some(i)));
+            }
+        });
+        drop(rt);
+        assert_eq!(LIVE.load(SeqCst), 0, "a value was leaked or dropped twice");
+    }
+
     #[test]
     fn a_shard_gives_memory_back_after_a_burst() {
         let mut slots = Slots::default();
