@@ -13,7 +13,7 @@ use ::tokio::runtime::TaskMeta;
 use ::tokio::task::Id;
 
 use crate::bridge;
-use crate::current::{self, Frame, Owner};
+use crate::current::{self, Frame, Here, Owner};
 // std's, or loom's in the loom models (`auto/loom_models.rs`).
 use crate::sync::{thread_local, MutexGuard};
 
@@ -155,7 +155,7 @@ impl Registry {
         let key = key(id);
         match close_innermost(key) {
             Closed::Done => return,
-            Closed::Taken(window) => return close_window(window, self.after_poll_callback),
+            Closed::Later => return close_window(self.after_poll_callback),
             Closed::NotInTable => {}
         }
         if bridge::any() {
@@ -217,7 +217,9 @@ impl Registry {
     pub(super) fn end(&self, id: Id, user: impl Fn()) {
         let key = key(id);
         let cell = self.cell(key);
-        if cell.key.load(Ordering::Acquire) == key && end_in_table(cell, key, id, &user) {
+        if cell.key.load(Ordering::Acquire) == key
+            && end_in_table(cell, key, id, self.after_poll_callback, &user)
+        {
             return;
         }
         // Inside the task's own poll window on this thread (completion, panic,
@@ -355,13 +357,20 @@ fn enter_window_bridges() {
     });
 }
 
-/// Closes `window`, just taken off [`WINDOWS`], unless the common case did it in
-/// place ([`close_innermost`]): exits its bridges, swaps the task's frame back into
-/// the cell and unlocks it — or, when the task terminated in the window, empties the
-/// cell and tears the task down after unlocking it.
+/// Closes the innermost window of this thread, when [`close_innermost`] left it:
+/// takes it off [`WINDOWS`], exits its bridges, swaps the task's frame back into the
+/// cell and unlocks it — or, when the task terminated in the window, empties the cell
+/// and tears the task down after unlocking it.
 #[cold]
 #[inline(never)]
-fn close_window(mut window: Window, after_poll_callback: bool) {
+fn close_window(after_poll_callback: bool) {
+    let window = WINDOWS
+        .try_with(|windows| windows.try_borrow_mut().ok()?.pop())
+        .ok()
+        .flatten();
+    let Some(mut window) = window else {
+        return;
+    };
     // Code of the user's that ran with the task current since its teardown in
     // `terminate`, which may have set something.
     let user_code = after_poll_callback || !window.bridges.is_empty();
@@ -390,9 +399,10 @@ enum Closed {
     NotInTable,
     /// Closed in place.
     Done,
-    /// Taken off [`WINDOWS`] for [`close_window`]: it has bridges to exit, or the
-    /// task terminated in it.
-    Taken(Window),
+    /// Left for [`close_window`]: it has bridges to exit, or the task terminated in
+    /// it. (Not taken off [`WINDOWS`] here: a `Window` in this enum would be copied
+    /// on the common path too.)
+    Later,
 }
 
 /// Closes the innermost window of this thread if it is task `key`'s (windows close in
@@ -413,7 +423,7 @@ fn close_innermost(key: u64) -> Closed {
                 return Closed::NotInTable;
             }
             if !window.bridges.is_empty() || window.terminated {
-                return windows.pop().map_or(Closed::NotInTable, Closed::Taken);
+                return Closed::Later;
             }
             let _ = POLLING.try_with(|p| p.set(window.outer));
             if let (Some(displaced), Some(task)) = (window.entered, window.held.as_mut()) {
@@ -438,18 +448,20 @@ fn close_last_window(mut window: Window, user_code: bool) {
         return;
     };
     if let Some(displaced) = window.entered {
-        // Torn down in `terminate` already; the user's after-poll callback or a
-        // bridge's exit may have set something since. (Without them, only tokio ran
-        // since: should anything have been set all the same, dropping the frame tears
-        // it down.)
+        // Torn down in `terminate` already (unless deferred, or ended while a window
+        // further in was open); the user's after-poll callback or a bridge's exit may
+        // have set something since.
         if user_code {
             current::finish();
         }
         if current::swap_out(&mut frame, displaced).is_err() {
             return;
         }
-        // `frame` is the task's, empty.
-        drop(frame);
+        // `frame` is the task's: empty, or holding what is left to tear down (its
+        // seed, when `terminate` deferred it; its storage, when it ended while a
+        // window further in was open; anything tokio's own code set since), which
+        // `end` tears down as the task's.
+        current::end(&mut frame);
     } else {
         finish_detached(frame, || ());
     }
@@ -457,7 +469,13 @@ fn close_last_window(mut window: Window, user_code: bool) {
 
 /// The terminate hook of task `key`, filed in `cell`. False (nothing done) if the
 /// cell turns out not to hold the task, which the hooks' ordering rules out.
-fn end_in_table(cell: &'static Cell, key: u64, id: Id, user: &impl Fn()) -> bool {
+fn end_in_table(
+    cell: &'static Cell,
+    key: u64,
+    id: Id,
+    after_poll_callback: bool,
+    user: &impl Fn(),
+) -> bool {
     // A window of this thread has the task: normally the innermost (the task
     // completed, panicked or was aborted inside its poll; its frame is current and
     // `after_poll` restores the outer one), or one further out (tokio does not end a
@@ -469,14 +487,27 @@ fn end_in_table(cell: &'static Cell, key: u64, id: Id, user: &impl Fn()) -> bool
             let mut windows = windows.try_borrow_mut().ok()?;
             let window = windows.iter_mut().rev().find(|w| w.key == key)?;
             window.terminated = true;
-            Some(window.entered.is_some())
+            Some((window.entered.is_some(), window.bridges.is_empty()))
         })
         .ok()
         .flatten();
-    if let Some(entered) = in_window {
+    if let Some((entered, no_bridges)) = in_window {
         user();
         if entered && innermost {
-            current::finish();
+            // A task that never touched its storage holds at most what it inherited:
+            // nothing of its own to tear down, and its inherited values are shared
+            // with its spawner (or, if this was their last holder, dropped as the
+            // task's). Then the teardown is left to `close_last_window`, which does it
+            // for the price of a reference count (`current::end`) rather than a
+            // teardown round while current — unless user code runs in between and
+            // could see the difference: an after-poll callback of the user's, which
+            // must see an empty storage, or a bridge's exit.
+            let deferred = !after_poll_callback
+                && no_bridges
+                && current::read(|here| !matches!(here, Here::Storage(_)));
+            if !deferred {
+                current::finish();
+            }
         }
         return true;
     }
