@@ -85,12 +85,20 @@ impl Registry {
         drop(old);
     }
 
+    /// Inlined into tokio's callback, with the shards out of line: the path of a
+    /// task in the table makes no call of ours.
+    #[inline(always)]
     pub(super) fn before_poll(&self, id: Id) {
         let key = key(id);
         let cell = self.cell(key);
-        if cell.key.load(Ordering::Acquire) == key && open_window(cell, key, id) {
-            return;
+        if cell.key.load(Ordering::Acquire) != key || !open_window(cell, key, id) {
+            self.before_poll_shards(id, key);
         }
+    }
+
+    /// [`before_poll`](Registry::before_poll) of a task in the shards.
+    #[inline(never)]
+    fn before_poll_shards(&self, id: Id, key: u64) {
         let thread = thread_number();
         let outer = POLLING.try_with(|p| p.replace(Some(id))).ok().flatten();
         let mut backoff = Backoff::default();
@@ -151,13 +159,21 @@ impl Registry {
         drop(bridge::exit(&mut entered));
     }
 
+    /// Inlined into tokio's callback, with the shards out of line, like
+    /// [`before_poll`](Registry::before_poll).
+    #[inline(always)]
     pub(super) fn after_poll(&self, id: Id) {
         let key = key(id);
         match close_innermost(key) {
-            Closed::Done => return,
-            Closed::Later => return close_window(self.after_poll_callback),
-            Closed::NotInTable => {}
+            Closed::Done => {}
+            Closed::Later => close_window(self.after_poll_callback),
+            Closed::NotInTable => self.after_poll_shards(key),
         }
+    }
+
+    /// [`after_poll`](Registry::after_poll) of a task in the shards.
+    #[inline(never)]
+    fn after_poll_shards(&self, key: u64) {
         if bridge::any() {
             self.exit_bridges(key);
         }
@@ -291,7 +307,7 @@ impl Registry {
 /// task's frame in and keeps the lock in [`WINDOWS`] until [`close_window`]. False
 /// (nothing done) if the cell turns out not to hold the task, which the hooks'
 /// ordering rules out.
-#[inline]
+#[inline(always)]
 fn open_window(cell: &'static Cell, key: u64, id: Id) -> bool {
     let opened = WINDOWS.try_with(|windows| {
         let Ok(mut windows) = windows.try_borrow_mut() else {
@@ -409,7 +425,7 @@ enum Closed {
 /// the order they opened), in place when nothing but the swap is to be done: no user
 /// code runs, so it can be done under the borrow of [`WINDOWS`], and the window is
 /// not moved.
-#[inline]
+#[inline(always)]
 fn close_innermost(key: u64) -> Closed {
     WINDOWS
         .try_with(|windows| {
