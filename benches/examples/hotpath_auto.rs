@@ -33,7 +33,17 @@ mod auto {
     }
 
     pub fn runtime(mode: Mode) -> Runtime {
-        let mut builder = Builder::new_current_thread();
+        with_hooks(Builder::new_current_thread(), mode)
+    }
+
+    /// A multi-thread runtime with 2 workers (SPEC.md 8b's first automatic line).
+    pub fn multi_thread(mode: Mode) -> Runtime {
+        let mut builder = Builder::new_multi_thread();
+        builder.worker_threads(2);
+        with_hooks(builder, mode)
+    }
+
+    fn with_hooks(mut builder: Builder, mode: Mode) -> Runtime {
         match mode {
             Mode::Plain => {}
             Mode::NoopHooks => {
@@ -60,6 +70,27 @@ mod auto {
             }
         }))
         .unwrap();
+    }
+
+    /// 64 tasks yielding, `POLLS` polls in all.
+    pub fn polls_64_tasks(rt: &Runtime, set: bool) {
+        rt.block_on(async {
+            let handles: Vec<_> = (0..64)
+                .map(|_| {
+                    tokio::spawn(async move {
+                        if set {
+                            INHERITED.set(1);
+                        }
+                        for _ in 1..POLLS / 64 {
+                            tokio::task::yield_now().await;
+                        }
+                    })
+                })
+                .collect();
+            for handle in handles {
+                handle.await.unwrap();
+            }
+        });
     }
 
     fn spawns(rt: &Runtime, set: bool) {
@@ -140,7 +171,9 @@ fn main() {
         f();
         start.elapsed().as_secs_f64()
     };
-    let mut ratios: [Vec<f64>; 4] = Default::default();
+    let multi_plain = multi_thread(Mode::Plain);
+    let multi_automatic = multi_thread(Mode::Automatic);
+    let mut ratios: [Vec<f64>; 5] = Default::default();
     for _ in 0..rounds {
         let p = time(&|| polls_plain(&plain));
         ratios[0].push(time(&|| polls_noop_hooks(&noop)) / p);
@@ -148,12 +181,15 @@ fn main() {
         ratios[2].push(time(&|| polls_automatic_holding_a_value(&automatic)) / p);
         let s = time(&|| spawns_plain(&plain));
         ratios[3].push(time(&|| spawns_automatic_holding_a_value(&automatic)) / s);
+        let m = time(&|| polls_64_tasks(&multi_plain, false));
+        ratios[4].push(time(&|| polls_64_tasks(&multi_automatic, true)) / m);
     }
     for (name, mut r) in [
         "poll noop_hooks",
         "poll automatic",
         "poll automatic holding a value",
         "spawn + await automatic holding a value",
+        "poll, 2 workers, 64 tasks, automatic holding a value",
     ]
     .into_iter()
     .zip(ratios)
