@@ -10,8 +10,10 @@
 //!
 //! A poll here is one `yield_now` round trip of a task that does nothing else, so
 //! the difference between `plain` and `automatic` is the whole per-poll cost of the
-//! hooks: taking the task's frame from the registry, switching it in and out, and
-//! filing it again. `noop_hooks` shows what tokio's hook calls alone cost.
+//! hooks: locking the task's cell in the registry, switching its frame in and out,
+//! and unlocking the cell. `noop_hooks` shows what tokio's hook calls alone cost.
+//! `benches/examples/hotpath_auto.rs` counts the instructions and times the same
+//! loops in interleaved rounds.
 
 #[cfg(tokio_unstable)]
 mod automatic {

@@ -9,6 +9,8 @@
 //!   the child); current-thread runtime, spawn + await of an empty task. The parent
 //!   loop runs inside a `tasklocal::task` for every variant, so that all pay the same
 //!   parent-side cost; `tokio_spawn_bare_parent` shows it without;
+//!   `tasklocal_spawn_8_values_child_reads_one` is SPEC.md 8's line as programs use
+//!   it: the child reads one of the 8 inherited values;
 //! * **snapshot**: `Snapshot::capture` + `run` vs calling the closure.
 
 use std::future::Future;
@@ -159,6 +161,12 @@ fn tokio_spawn() -> tokio::task::JoinHandle<()> {
 fn tasklocal_spawn() -> tokio::task::JoinHandle<()> {
     tasklocal::spawn(async {})
 }
+/// SPEC.md 8's spawn line as a program uses it: the child reads one inherited value.
+fn tasklocal_spawn_child_reads_one() -> tokio::task::JoinHandle<()> {
+    tasklocal::spawn(async {
+        black_box(KEYS[0].get());
+    })
+}
 fn tokio_rescope_1() -> tokio::task::JoinHandle<()> {
     tokio::spawn(K0.scope(K0.get(), async {}))
 }
@@ -216,6 +224,9 @@ fn spawn(c: &mut Criterion) {
             b.iter_custom(|iters| spawn_loop(&rt, iters, values, black_box(tasklocal_spawn)))
         });
     }
+    g.bench_function("tasklocal_spawn_8_values_child_reads_one", |b| {
+        b.iter_custom(|iters| spawn_loop(&rt, iters, 8, black_box(tasklocal_spawn_child_reads_one)))
+    });
     g.bench_function("tokio_rescope_1_key", |b| {
         b.iter_custom(|iters| {
             rt.block_on(tasklocal::task(K0.scope(1, async move {

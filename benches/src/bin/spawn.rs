@@ -31,6 +31,9 @@
 //! * `task_isolated`: `Task::isolated`, which adds the switch, inheriting nothing;
 //! * `tasklocal_spawn_8_values`.
 //!
+//! Without `--shapes`, `tasklocal_spawn_8_values_child_reads_one` is SPEC.md 8's spawn
+//! line as programs use it: the child reads one of the 8 inherited values.
+//!
 //! Options: `--rounds N` (default 200), `--batch N` spawns per batch (default 10,000).
 
 use std::future::Future;
@@ -56,6 +59,14 @@ fn tokio_spawn() -> JoinHandle<()> {
 #[inline(never)]
 fn tasklocal_spawn() -> JoinHandle<()> {
     tasklocal::spawn(async {})
+}
+
+/// SPEC.md 8's spawn line as a program uses it: the child reads one inherited value.
+#[inline(never)]
+fn tasklocal_spawn_child_reads_one() -> JoinHandle<()> {
+    tasklocal::spawn(async {
+        black_box(KEYS[0].get());
+    })
 }
 
 /// A value with a `Drop`.
@@ -138,7 +149,7 @@ struct Variant {
     spawn: fn() -> JoinHandle<()>,
 }
 
-const VARIANTS: [Variant; 5] = [
+const VARIANTS: [Variant; 6] = [
     Variant {
         name: "tokio_spawn",
         values: 8,
@@ -163,6 +174,11 @@ const VARIANTS: [Variant; 5] = [
         name: "tasklocal_spawn_64_values",
         values: 64,
         spawn: tasklocal_spawn,
+    },
+    Variant {
+        name: "tasklocal_spawn_8_values_child_reads_one",
+        values: 8,
+        spawn: tasklocal_spawn_child_reads_one,
     },
 ];
 

@@ -3,18 +3,21 @@
 //!
 //! # How it works
 //!
-//! Each task's state is a [`Frame`](crate::current::Frame), kept in a [`Registry`](registry::Registry) slot under the task's id:
+//! Each task's state is a [`Frame`](crate::current::Frame), kept in the [`Registry`](registry::Registry) under the task's id: in
+//! the task's cell of a direct-mapped table (the fast path, `registry::Cell`), or, when
+//! another live task has that cell, in a slot of a sharded map (`registry::Slot`).
 //!
 //! * `on_task_spawn` runs on the spawning thread before the child is scheduled: it
 //!   files a frame seeded from the spawner's inheritable values (the *current* owner
 //!   of that thread, not `tokio::task::try_id()`, which on a worker outside a poll is
 //!   the worker's own blocking-task id). A frame allocates nothing until used.
-//! * `on_before_task_poll` swaps the slot's frame with the thread's current frame in
-//!   place ([`current::swap_in`](crate::current::swap_in), [`current::swap_out`](crate::current::swap_out)): while the task is polled, its slot holds the frame it
-//!   displaced, and the thread-local [`POLLING`](hooks::POLLING) names the task (the window it
-//!   displaced is kept in the slot: windows nest when a nested runtime runs inside
-//!   `block_in_place`).
-//! * `on_after_task_poll` swaps them back.
+//! * `on_before_task_poll` swaps the frame with the thread's current frame in
+//!   place ([`current::swap_in`](crate::current::swap_in), [`current::swap_out`](crate::current::swap_out)): while the task is polled, its cell or
+//!   slot holds the frame it displaced, and the thread-local [`POLLING`](hooks::POLLING) names the task
+//!   (windows nest when a nested runtime runs inside `block_in_place`). A cell stays
+//!   locked for the whole window: the hook keeps its `MutexGuard<'static, _>` in the
+//!   thread-local [`WINDOWS`](hooks::WINDOWS), with the window's state.
+//! * `on_after_task_poll` swaps them back (and unlocks the cell).
 //! * `on_task_terminate` tears the storage down with [`current::finish`](crate::current::finish) while it is
 //!   current: handlers last-registered first with values readable, then values.
 //!   tokio (1.54) calls it inside the final poll window for completion, panic and the
@@ -28,8 +31,9 @@
 //! * **Polls can overlap.** tokio may re-schedule a task inside `task.run()`, before
 //!   that poll's after-poll hook runs, so another worker can start the next poll (or
 //!   shut the task down) while the previous window is still open. The next poll then
-//!   waits (spinning briefly, then yielding) until the slot is idle: the other thread
-//!   is only running tokio internals and the after-poll hooks.
+//!   waits until the window is closed — on the cell's lock, or for a slot spinning
+//!   briefly, then yielding: the other thread is only running tokio internals and the
+//!   after-poll hooks.
 //! * **Spawning onto a closed runtime** shuts the task down inside `spawn`, before the
 //!   spawn hook: the terminate hook finds no slot and says so in [`STILLBORN`](hooks::STILLBORN), and
 //!   the spawn hook that follows on the same thread files nothing.
@@ -37,10 +41,26 @@
 //! The code is in two files: `auto/hooks.rs` has what each hook does,
 //! `auto/registry.rs` the registry of frames by task id.
 //!
-//! No lock is global: the registry is split into cache-line-aligned shards by task
-//! id, each a `Mutex<HashMap>` held for one lookup and a swap per hook; no user code
-//! ever runs while a shard is locked (frames are torn down and dropped after the lock
-//! is released). A poll costs two such lock round trips and no allocation.
+//! No lock is global, and no lock is shared by two live tasks on the fast path:
+//!
+//! * The table (4096 cells of 128 bytes, shared by the runtimes of the process: task
+//!   ids are unique across them) gives each cell to at most one task, filed by the
+//!   spawn hook if the cell is free. A cell is locked by its own task's hooks only (a
+//!   spawn hook merely tries it), so holding it through the poll blocks nothing but
+//!   an overlapping poll of the same task. A poll of a task in the table costs one
+//!   lock and one unlock — the least that moves a frame between threads without
+//!   `unsafe` — and no allocation. (A frame could be kept on the polling thread
+//!   between polls with no atomic operation at all, but then a poll of the task on
+//!   another thread, or its teardown, would have to wait for that thread to give it
+//!   back, which it may never do: a thread leaves `block_on`, or blocks in
+//!   `block_in_place` on the very task.)
+//! * Tasks whose cell is taken go to cache-line-aligned shards by task id, each a
+//!   `Mutex<HashMap>` held for one lookup and a swap per hook: two lock round trips
+//!   a poll.
+//!
+//! No user code ever runs while a shard is locked, nor in a swap (frames are torn down
+//! and dropped after the lock is released); a cell is locked while its task's own
+//! code runs.
 
 use std::fmt;
 use std::sync::Arc;
@@ -126,7 +146,9 @@ pub fn install_with(builder: &mut Builder, hooks: Hooks) -> &mut Builder {
         after_poll,
         terminate,
     } = hooks;
-    let registry = Arc::new(Registry::new());
+    let mut registry = Registry::new();
+    registry.after_poll_callback = after_poll.is_some();
+    let registry = Arc::new(registry);
     let (r1, r2, r3, r4) = (
         registry.clone(),
         registry.clone(),

@@ -7,7 +7,7 @@
 //! `before_poll`, the poll, `after_poll`; a task that completes ends inside its last
 //! window; runtime shutdown ends it outside any window), on loom threads, with counted
 //! values: every model checks that each value is dropped exactly once and that the
-//! registry is empty at the end. Bounded to 5 preemptions (`LOOM_MAX_PREEMPTIONS`
+//! registry (its table and its shards) is empty at the end. Bounded to 5 preemptions (`LOOM_MAX_PREEMPTIONS`
 //! overrides it) so that the models run in seconds (8 takes about a minute, and passes).
 
 use std::sync::OnceLock;
@@ -56,7 +56,9 @@ fn tag(key: &'static Local<Counted>) -> Option<u32> {
     key.with(|value| value.map(|value| value.tag))
 }
 
-/// Two ids of real tokio tasks whose slots share a shard (and so a lock).
+/// Two ids of real tokio tasks whose slots share a shard (and so a lock), and a cell
+/// of the table (`CELLS` is `SHARDS` here): the first task spawned gets the cell, the
+/// other goes to the shard, so each model runs both paths.
 fn ids() -> (Id, Id) {
     static IDS: OnceLock<(Id, Id)> = OnceLock::new();
     *IDS.get_or_init(|| {
@@ -104,6 +106,10 @@ fn is_empty(registry: &Registry) -> bool {
         .shards
         .iter()
         .all(|shard| shard.0.lock().unwrap().is_empty())
+        && registry
+            .table
+            .iter()
+            .all(|cell| cell.slot.lock().unwrap().is_none() && cell.key.load(SeqCst) == 0)
 }
 
 #[test]
