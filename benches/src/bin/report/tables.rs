@@ -18,6 +18,7 @@ impl Report<'_> {
             "tasklocal_spawn_0_values",
             "tasklocal_spawn_1_values",
             "tasklocal_spawn_8_values",
+            "tasklocal_spawn_8_values_child_reads_one",
             "tasklocal_spawn_64_values",
         ];
         let _ = writeln!(w, "## Spawn + await, interleaved\n");
