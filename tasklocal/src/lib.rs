@@ -199,9 +199,10 @@
 //! The path of `Local::get` of a value inside a [`Task`]: the key's index (one relaxed
 //! atomic load) → `current::with_scoped_storage` (the current owner is a `Task`: its
 //! storage) → the key's cell (one of 8 inline cells, or the inheritable table's entry)
-//! → a clone. A hit makes no call. Anything else leaves the inlined path once, to
-//! `local/slot.rs`, which asks `current::read` (built on `decide`) what the current
-//! owner has.
+//! → a clone. A hit makes no call. Anything else leaves the inlined path once: a
+//! thread owner's value is read there the same way, after asking tokio whether a
+//! plain tokio task runs (the isolation rule); what remains goes to `local/slot.rs`,
+//! which asks `current::read` (built on `decide`) what the current owner has.
 //!
 //! # Limitations
 //!
