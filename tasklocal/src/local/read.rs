@@ -211,8 +211,10 @@ impl<T: Send + Clone + 'static> Local<T> {
     pub(super) fn get_miss(&'static self) -> Option<T> {
         // The fast path of a thread's own storage, written out here rather than reached
         // through `try_get_miss`: one call less on the path of every read outside a
-        // `Task`.
-        if let Some(index) = self.index.assigned() {
+        // `Task`. Not for an inheritable key: a child that reads what it inherited
+        // (the common miss inside a task) finds it in `try_get_miss` without asking
+        // tokio anything.
+        if let (Some(index), false) = (self.index.assigned(), self.is_inheritable()) {
             let thread =
                 current::with_storage_outside_tokio(|storage| self.read_in(storage, index));
             if let Some(value) = thread {
