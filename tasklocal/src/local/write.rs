@@ -386,7 +386,14 @@ impl<T: Send + 'static> RestoreScoped<T> {
                 },
             )
         });
-        drop(bound);
+        match bound {
+            // What the scope bound: for a primitive, nothing to drop.
+            Some(Ok(bound)) => drop(bound),
+            // The slot was emptied or replaced inside the scope: whatever it holds now
+            // goes out of line, so that the path above keeps its registers.
+            Some(Err(held)) => drop_outlined(held),
+            None => {}
+        }
         if !put {
             restore_outlined(self.key, old);
         }
@@ -407,6 +414,12 @@ impl<T: Send + 'static> Drop for RestoreScoped<T> {
             self.restore_unwinding();
         }
     }
+}
+
+/// Drops a slot's content, out of line (it may be a boxed value).
+#[inline(never)]
+fn drop_outlined(held: Option<Value>) {
+    drop(held);
 }
 
 /// [`RestoreScoped`] past its fast path.
