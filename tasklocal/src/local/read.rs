@@ -2,7 +2,7 @@
 
 use crate::current;
 use crate::error::{panic_access, AccessError, Kind};
-use crate::storage::Storage;
+use crate::storage::{Entry, Storage};
 
 use super::slot::Visit;
 use super::Local;
@@ -79,15 +79,10 @@ impl<T: Send + 'static> Local<T> {
     ) -> Result<R, AccessError> {
         let mut f = Some(f);
         if let Some(index) = self.index.assigned() {
-            let fast = current::with_scoped_frame(|frame| {
-                let mut found = |entries: &[crate::storage::Entry]| -> Option<R> {
-                    let value = entries.get(index)?.get::<T>()?;
-                    Some(f.take()?(Some(value)))
-                };
-                match frame {
-                    Ok(storage) => found(storage.inheritables().try_borrow().ok()?.as_deref()?),
-                    Err(seed) => found(seed),
-                }
+            let fast = self.with_scoped_entry(index, |entry| {
+                // Looked at before `f` is taken: with no value, `f` goes to `try_with`.
+                let value = entry.get::<T>()?;
+                Some(f.take()?(Some(value)))
             });
             if let Some(r) = fast {
                 return Ok(r);
@@ -111,23 +106,38 @@ impl<T: Send + 'static> Local<T> {
         f: impl FnOnce(Option<&T>) -> R,
     ) -> Result<R, AccessError> {
         if let Some(index) = self.index.assigned() {
-            let entry = current::with_scoped_frame(|frame| {
-                let clone = |entries: &[crate::storage::Entry]| {
-                    let entry = entries.get(index)?;
-                    // A value of this key, ready to read (not lent out, not to fork).
-                    entry.get::<T>()?;
-                    Some(entry.clone())
-                };
-                match frame {
-                    Ok(storage) => clone(storage.inheritables().try_borrow().ok()?.as_deref()?),
-                    Err(seed) => clone(seed),
-                }
-            });
+            // A value of this key, ready to read (not lent out, not to fork).
+            let entry =
+                self.with_scoped_entry(index, |entry| entry.get::<T>().map(|_| entry.clone()));
             if let Some(entry) = entry {
                 return Ok(f(entry.get::<T>()));
             }
         }
         self.try_with(f)
+    }
+
+    /// `look` at this inheritable key's entry in the current scoped owner: in its table
+    /// of inheritable values, or, while it has no storage, in the seed it inherited.
+    /// `None` when the owner is a thread, the table is borrowed, or there is no entry.
+    /// The one way the in-place readers (`with_in_place`, `with_shared`, a child's
+    /// first read in `try_get_miss`) find an entry.
+    #[inline(always)]
+    fn with_scoped_entry<R>(
+        &self,
+        index: usize,
+        look: impl FnOnce(&Entry) -> Option<R>,
+    ) -> Option<R> {
+        current::with_scoped_frame(|frame| match frame {
+            Ok(storage) => look(
+                storage
+                    .inheritables()
+                    .try_borrow()
+                    .ok()?
+                    .as_deref()?
+                    .get(index)?,
+            ),
+            Err(seed) => look(seed.get(index)?),
+        })
     }
 
     /// [`try_with`](Self::try_with) past its fast path: the value, else the initial
@@ -259,11 +269,8 @@ impl<T: Send + Clone + 'static> Local<T> {
         if self.is_inheritable() {
             // A scoped owner with no storage yet (a child that only reads what it
             // inherited): straight from its seed.
-            let seeded = current::with_scoped_frame(|frame| match frame {
-                // A value to fork, or none: the general path.
-                Err(seed) => seed.get(index)?.get::<T>().cloned(),
-                Ok(_) => None,
-            });
+            // A value to fork, or none: the general path.
+            let seeded = self.with_scoped_entry(index, |entry| entry.get::<T>().cloned());
             if let Some(value) = seeded {
                 return Ok(Some(value));
             }
