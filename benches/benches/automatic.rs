@@ -20,45 +20,12 @@ mod automatic {
     use std::time::{Duration, Instant};
 
     use criterion::{criterion_group, Criterion};
-    use tokio::runtime::{Builder, Runtime};
+    use tasklocal_benches::runtimes::{current_thread, multi_thread, Mode};
+    use tokio::runtime::Runtime;
 
     static VALUE: tasklocal::Local<u64> = tasklocal::Local::new();
     /// What the parent of SPEC.md 8b's spawn line holds (children inherit it).
     static INHERITED: tasklocal::Local<u64> = tasklocal::Local::inheritable();
-
-    #[derive(Clone, Copy)]
-    enum Mode {
-        Plain,
-        NoopHooks,
-        Automatic,
-    }
-
-    fn runtime(mut builder: Builder, mode: Mode) -> Runtime {
-        match mode {
-            Mode::Plain => {}
-            Mode::NoopHooks => {
-                builder
-                    .on_task_spawn(|_| {})
-                    .on_before_task_poll(|_| {})
-                    .on_after_task_poll(|_| {})
-                    .on_task_terminate(|_| {});
-            }
-            Mode::Automatic => {
-                tasklocal::tokio::install(&mut builder);
-            }
-        }
-        builder.build().unwrap()
-    }
-
-    fn current_thread(mode: Mode) -> Runtime {
-        runtime(Builder::new_current_thread(), mode)
-    }
-
-    fn multi_thread(mode: Mode) -> Runtime {
-        let mut builder = Builder::new_multi_thread();
-        builder.worker_threads(2);
-        runtime(builder, mode)
-    }
 
     /// `tasks` tasks polled `iters` times in all; the time per poll.
     fn polls(rt: &Runtime, tasks: u64, iters: u64, wrap: bool, set: bool) -> Duration {

@@ -17,7 +17,7 @@
 
 #[cfg(tokio_unstable)]
 mod auto {
-    use tokio::runtime::{Builder, Runtime};
+    use tokio::runtime::Runtime;
 
     static INHERITED: tasklocal::Local<u64> = tasklocal::Local::inheritable();
 
@@ -25,40 +25,9 @@ mod auto {
     // (Timed rounds use the same loops.)
     const SPAWNS: u64 = 200_000;
 
-    #[derive(Clone, Copy)]
-    pub enum Mode {
-        Plain,
-        NoopHooks,
-        Automatic,
-    }
-
-    pub fn runtime(mode: Mode) -> Runtime {
-        with_hooks(Builder::new_current_thread(), mode)
-    }
-
-    /// A multi-thread runtime with 2 workers (SPEC.md 8b's first automatic line).
-    pub fn multi_thread(mode: Mode) -> Runtime {
-        let mut builder = Builder::new_multi_thread();
-        builder.worker_threads(2);
-        with_hooks(builder, mode)
-    }
-
-    fn with_hooks(mut builder: Builder, mode: Mode) -> Runtime {
-        match mode {
-            Mode::Plain => {}
-            Mode::NoopHooks => {
-                builder
-                    .on_task_spawn(|_| {})
-                    .on_before_task_poll(|_| {})
-                    .on_after_task_poll(|_| {})
-                    .on_task_terminate(|_| {});
-            }
-            Mode::Automatic => {
-                tasklocal::tokio::install(&mut builder);
-            }
-        }
-        builder.build().unwrap()
-    }
+    pub use tasklocal_benches::runtimes::current_thread as runtime;
+    pub use tasklocal_benches::runtimes::multi_thread;
+    pub use tasklocal_benches::runtimes::Mode;
 
     fn polls(rt: &Runtime, set: bool) {
         rt.block_on(rt.spawn(async move {
