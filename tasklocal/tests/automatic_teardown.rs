@@ -237,3 +237,37 @@ fn futures_dropped_at_shutdown_see_no_storage() {
         );
     }
 }
+
+/// A task that never touched its storage but inherited values ends without a
+/// teardown round of its own (a reference count let go): when it holds the last
+/// reference, the values are dropped then — exactly once, not before it ends.
+#[test]
+// The parent hands back its child's handle, to be awaited later, on purpose.
+#[allow(clippy::async_yields_async)]
+fn inherited_values_outliving_their_parent_drop_once_when_the_child_ends() {
+    static TALLY: Tally = Tally::new();
+    static SHARED: Local<std::sync::Arc<Counted>> = Local::inheritable();
+    let rt = multi_thread(2);
+    let (release, released) = tokio::sync::oneshot::channel::<()>();
+    let child = rt.block_on(async {
+        let parent = tokio::spawn(async move {
+            SHARED.set(std::sync::Arc::new(Counted::new(1, &TALLY)));
+            // Inherits the value; never touches its own storage.
+            tokio::spawn(async move {
+                let _ = released.await;
+            })
+        });
+        with_timeout(parent).await.unwrap()
+    });
+    // The parent has ended; the child still holds the value.
+    assert_eq!(
+        TALLY.dropped(),
+        0,
+        "dropped while the child still inherits it"
+    );
+    release.send(()).unwrap();
+    rt.block_on(with_timeout(child)).unwrap();
+    TALLY.assert_all_dropped();
+    drop(rt);
+    assert_eq!(TALLY.dropped(), 1, "dropped more than once");
+}
