@@ -15,7 +15,7 @@
 
 use std::cell::{Cell, Ref, RefCell};
 use std::mem::{self, ManuallyDrop};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use crate::bridge;
 use crate::error::{AccessError, Kind};
@@ -61,6 +61,11 @@ pub(crate) enum Owner {
     ThreadGone,
     /// A task, a snapshot run: anything with its own lifetime.
     Scoped,
+    /// The thread's frame is in `CONTEXT`, but a task of a runtime in automatic mode
+    /// is being polled, whose frame has not been swapped in yet: automatic mode
+    /// switches owners lazily ([`pend`]), so that a poll that never touches the API
+    /// costs no lock. The first access that needs an owner settles it ([`settle`]).
+    Pending,
 }
 
 /// One owner's state: its storage once created, and until then what it inherited.
@@ -116,7 +121,12 @@ pub(crate) enum Here<'a> {
 /// thread but the code running is such a task.
 #[inline(always)]
 fn denied_to_foreign_task(owner: Owner) -> bool {
-    owner == Owner::Thread && in_foreign_task()
+    match owner {
+        Owner::Thread => in_foreign_task(),
+        // Not settled: the thread's frame is there, but a task is being polled.
+        Owner::Pending => true,
+        Owner::Scoped | Owner::ThreadGone => false,
+    }
 }
 
 /// Decides which owner is current for the code running here: the frame in `CONTEXT`
@@ -125,7 +135,10 @@ fn denied_to_foreign_task(owner: Owner) -> bool {
 /// rule](denied_to_foreign_task)). Every access but the scoped fast paths goes through it.
 #[inline(always)]
 fn decide(cx: &Context) -> Result<(Ref<'_, ManuallyDrop<Frame>>, Owner), Kind> {
-    let owner = cx.owner.get();
+    let mut owner = cx.owner.get();
+    if owner == Owner::Pending {
+        owner = settle(cx);
+    }
     let frame = cx.frame.try_borrow().map_err(|_| Kind::Borrowed)?;
     if denied_to_foreign_task(owner) {
         return Err(Kind::NoStorage);
@@ -139,6 +152,8 @@ fn here<'a>(frame: &'a Frame, owner: Owner) -> Here<'a> {
     match (&*frame.storage, owner) {
         (Some(storage), _) => Here::Storage(storage),
         (None, Owner::ThreadGone) => Here::Denied(Kind::Destroyed),
+        // Settled by `decide` before this is asked.
+        (None, Owner::Pending) => Here::Denied(Kind::NoStorage),
         (None, _) => Here::Seed(frame.seed.as_ref()),
     }
 }
@@ -172,6 +187,89 @@ fn in_foreign_task() -> bool {
     {
         false
     }
+}
+
+/// What settles a [pending](Owner::Pending) owner: automatic mode's, registered by
+/// [`set_settler`] when a runtime is built in automatic mode.
+static SETTLER: OnceLock<Settler> = OnceLock::new();
+
+/// How automatic mode settles a [pending](Owner::Pending) owner.
+pub(crate) struct Settler {
+    /// Swaps the polled task's frame in (or, if it cannot, leaves the thread
+    /// current): the one function that [`settle`] calls.
+    pub(crate) settle: fn(),
+    /// What the polled task would hand a child ([`capture_of`] its frame), read
+    /// where the frame lies, with no switch; `None` if it cannot be read there.
+    pub(crate) capture: fn() -> Option<Option<Inheritables>>,
+}
+
+/// Registers automatic mode's [`Settler`] (the first registration stays: there is
+/// one automatic mode).
+#[cfg_attr(not(all(feature = "tokio", tokio_unstable)), allow(dead_code))]
+pub(crate) fn set_settler(settler: Settler) {
+    let _ = SETTLER.set(settler);
+}
+
+/// The inheritable values that the owner `frame`, not current, would hand a child,
+/// as [`capture`] does for the current one.
+#[cfg_attr(not(all(feature = "tokio", tokio_unstable)), allow(dead_code))]
+pub(crate) fn capture_of(frame: &Frame) -> Option<Inheritables> {
+    match &*frame.storage {
+        Some(storage) => storage.capture(),
+        None => frame.seed.clone(),
+    }
+}
+
+/// Marks the owner [pending](Owner::Pending): a task is polled whose frame is swapped
+/// in only if code asks for an owner. Only from the thread's own owner; false (nothing
+/// done) otherwise, and the caller switches eagerly.
+#[cfg_attr(not(all(feature = "tokio", tokio_unstable)), allow(dead_code))]
+#[inline(always)]
+pub(crate) fn pend() -> bool {
+    CONTEXT
+        .try_with(|cx| {
+            let pend = cx.owner.get() == Owner::Thread;
+            if pend {
+                cx.owner.set(Owner::Pending);
+            }
+            pend
+        })
+        .unwrap_or(false)
+}
+
+/// Undoes [`pend`] if the owner is still pending (nothing asked for it, or its
+/// settler has not run).
+#[cfg_attr(not(all(feature = "tokio", tokio_unstable)), allow(dead_code))]
+#[inline(always)]
+pub(crate) fn unpend() {
+    let _ = CONTEXT.try_with(|cx| {
+        if cx.owner.get() == Owner::Pending {
+            cx.owner.set(Owner::Thread);
+        }
+    });
+}
+
+/// The owner, settled if it was pending.
+#[inline(always)]
+fn settle_if_pending(cx: &Context) -> Owner {
+    match cx.owner.get() {
+        Owner::Pending => settle(cx),
+        owner => owner,
+    }
+}
+
+/// Settles a [pending](Owner::Pending) owner: the polled task's frame is swapped in
+/// (the owner is then scoped), or, where that cannot be done, the thread stays
+/// current (and the isolation rule denies it to the task). Runs no code of the user's.
+#[cold]
+#[inline(never)]
+fn settle(cx: &Context) -> Owner {
+    // The settler's swap expects the thread as the displaced owner.
+    cx.owner.set(Owner::Thread);
+    if let Some(settler) = SETTLER.get() {
+        (settler.settle)();
+    }
+    cx.owner.get()
 }
 
 /// Calls `f` with what the current owner has. `f` runs while `CONTEXT` is borrowed:
@@ -269,6 +367,14 @@ pub(crate) fn capture() -> Option<Inheritables> {
 /// `with_mut` has an inheritable value out.
 #[inline(never)]
 fn capture_miss() -> Option<Inheritables> {
+    // A spawn in a poll of a task in automatic mode that has not asked for its owner
+    // yet: read where the task's frame lies, rather than swap it in for one capture.
+    let pending = CONTEXT.try_with(|cx| cx.owner.get() == Owner::Pending);
+    if let (Ok(true), Some(settler)) = (pending, SETTLER.get()) {
+        if let Some(captured) = (settler.capture)() {
+            return captured;
+        }
+    }
     read(|here| match here {
         Here::Storage(storage) => storage.capture(),
         Here::Seed(seed) => seed.cloned(),
@@ -319,6 +425,8 @@ fn create(cx: &Context) -> Result<(), AccessError> {
             cx.exit_registered.set(true);
         }
         Owner::Thread | Owner::Scoped => {}
+        // Settled by `decide` before this is asked.
+        Owner::Pending => return Err(AccessError::new(Kind::NoStorage)),
     }
     let seed = frame.seed.take();
     *frame.storage = Some(Storage::new(seed));
@@ -330,11 +438,13 @@ fn create(cx: &Context) -> Result<(), AccessError> {
 /// Refused while a `with` closure borrows a value of the storage.
 pub(crate) fn detach() -> Result<(Option<Box<Storage>>, Option<Inheritables>), AccessError> {
     CONTEXT
-        .try_with(|cx| match cx.frame.try_borrow_mut() {
-            _ if denied_to_foreign_task(cx.owner.get()) => Ok((None, None)),
-            Ok(mut frame) => Ok((frame.storage.take(), frame.seed.take())),
-            Err(_) => Err(AccessError::new(Kind::Borrowed)),
-        })
+        .try_with(
+            |cx| match (settle_if_pending(cx), cx.frame.try_borrow_mut()) {
+                (owner, _) if denied_to_foreign_task(owner) => Ok((None, None)),
+                (_, Ok(mut frame)) => Ok((frame.storage.take(), frame.seed.take())),
+                (_, Err(_)) => Err(AccessError::new(Kind::Borrowed)),
+            },
+        )
         .unwrap_or(Ok((None, None)))
 }
 
@@ -348,11 +458,13 @@ pub(crate) fn empty() -> Result<(Vec<Value>, Option<Inheritables>), AccessError>
         _ => Ok(Vec::new()),
     })?;
     let seed = CONTEXT
-        .try_with(|cx| match cx.frame.try_borrow_mut() {
-            _ if denied_to_foreign_task(cx.owner.get()) => None,
-            Ok(mut frame) => frame.seed.take(),
-            Err(_) => None,
-        })
+        .try_with(
+            |cx| match (settle_if_pending(cx), cx.frame.try_borrow_mut()) {
+                (owner, _) if denied_to_foreign_task(owner) => None,
+                (_, Ok(mut frame)) => frame.seed.take(),
+                (_, Err(_)) => None,
+            },
+        )
         .ok()
         .flatten();
     Ok((values, seed))

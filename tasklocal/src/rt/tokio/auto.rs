@@ -162,19 +162,23 @@ pub fn install_with(builder: &mut Builder, hooks: Hooks) -> &mut Builder {
                 f(meta);
             }
         })
-        .on_before_task_poll(move |meta| {
+        .on_task_terminate(move |meta| r4.terminate(meta, terminate.as_deref()));
+    // Without callbacks of the user's, the poll hooks are closures whose common path
+    // (a window left pending, then closed) makes no call, so needs no stack frame.
+    match before_poll {
+        None => builder.on_before_task_poll(move |meta| r2.before_poll(meta.id())),
+        Some(f) => builder.on_before_task_poll(move |meta| {
             r2.before_poll(meta.id());
-            if let Some(f) = &before_poll {
-                f(meta);
-            }
-        })
-        .on_after_task_poll(move |meta| {
-            if let Some(f) = &after_poll {
-                f(meta);
-            }
+            f(meta);
+        }),
+    };
+    match after_poll {
+        None => builder.on_after_task_poll(move |meta| r3.after_poll(meta.id())),
+        Some(f) => builder.on_after_task_poll(move |meta| {
+            f(meta);
             r3.after_poll(meta.id());
-        })
-        .on_task_terminate(move |meta| r4.terminate(meta, terminate.as_deref()))
+        }),
+    }
 }
 
 /// A task hook, as tokio takes it.

@@ -14,6 +14,7 @@ use ::tokio::task::Id;
 
 use crate::bridge;
 use crate::current::{self, Frame, Here, Owner};
+use crate::storage::Inheritables;
 // std's, or loom's in the loom models (`auto/loom_models.rs`).
 use crate::sync::{thread_local, MutexGuard};
 
@@ -32,6 +33,12 @@ thread_local! {
     /// The poll windows open on this thread of tasks filed in the table, innermost
     /// last (windows nest when a nested runtime runs inside `block_in_place`).
     pub(super) static WINDOWS: RefCell<Vec<Window>> = const { RefCell::new(Vec::new()) };
+    /// The task, filed in the table, whose poll window on this thread is pending: its
+    /// frame is swapped in only when code asks for an owner ([`settle`]), so a poll
+    /// that never touches the API takes no lock. With the task's cell; `None` for
+    /// the cell once the task ended in that window.
+    pub(super) static PENDING: StdCell<Option<(Id, Option<&'static Cell>)>> =
+        const { StdCell::new(None) };
 }
 
 /// A poll window of a task filed in the table: its cell, locked for the whole window.
@@ -85,10 +92,22 @@ impl Registry {
         drop(old);
     }
 
-    /// Inlined into tokio's callback, with the shards out of line: the path of a
-    /// task in the table makes no call of ours.
+    /// Inlined into tokio's callback: the common path, a task in the table whose
+    /// window is left pending, makes no call.
     #[inline(always)]
     pub(super) fn before_poll(&self, id: Id) {
+        let key = key(id);
+        let cell = self.cell(key);
+        if cell.key.load(Ordering::Acquire) == key && pend_window(cell, id) {
+            return;
+        }
+        self.open(id);
+    }
+
+    /// [`before_poll`](Registry::before_poll) of a window opened now: in the table,
+    /// or in the shards.
+    #[inline(never)]
+    fn open(&self, id: Id) {
         let key = key(id);
         let cell = self.cell(key);
         if cell.key.load(Ordering::Acquire) != key || !open_window(cell, key, id) {
@@ -159,10 +178,18 @@ impl Registry {
         drop(bridge::exit(&mut entered));
     }
 
-    /// Inlined into tokio's callback, with the shards out of line, like
-    /// [`before_poll`](Registry::before_poll).
+    /// Inlined into tokio's callback, like [`before_poll`](Registry::before_poll):
+    /// closing a pending window makes no call.
     #[inline(always)]
     pub(super) fn after_poll(&self, id: Id) {
+        if !close_pending(id) {
+            self.close(id);
+        }
+    }
+
+    /// [`after_poll`](Registry::after_poll) of a window that was opened.
+    #[inline(never)]
+    fn close(&self, id: Id) {
         let key = key(id);
         match close_innermost(key) {
             Closed::Done => {}
@@ -221,22 +248,33 @@ impl Registry {
     }
 
     pub(super) fn terminate(&self, meta: &TaskMeta<'_>, user: Option<&HookFn>) {
-        self.end(meta.id(), || {
-            if let Some(f) = user {
-                f(meta);
-            }
-        })
+        let user = user.map(|f| move || f(meta));
+        self.end(meta.id(), user.as_ref().map(|f| f as &dyn Fn()))
     }
 
     /// [`terminate`](Registry::terminate) of task `id`, with `user` the user's hook
     /// (apart so that the loom models, which have no `TaskMeta`, can drive it).
-    pub(super) fn end(&self, id: Id, user: impl Fn()) {
+    pub(super) fn end(&self, id: Id, user_hook: Option<&dyn Fn()>) {
+        let user = || {
+            if let Some(f) = user_hook {
+                f();
+            }
+        };
         let key = key(id);
         let cell = self.cell(key);
-        if cell.key.load(Ordering::Acquire) == key
-            && end_in_table(cell, key, id, self.after_poll_callback, &user)
-        {
-            return;
+        if cell.key.load(Ordering::Acquire) == key {
+            if is_pending(id) {
+                // No code of the user's runs between here and the end of the window
+                // that could tell a teardown now from one at the window's end.
+                if user_hook.is_none() && !self.after_poll_callback {
+                    return end_pending(cell, key, id);
+                }
+                // The window is opened, and the task torn down in it as below.
+                settle();
+            }
+            if end_in_table(cell, key, id, self.after_poll_callback, &user) {
+                return;
+            }
         }
         // Inside the task's own poll window on this thread (completion, panic,
         // abort): its frame is current; `after_poll` restores the outer one.
@@ -300,6 +338,111 @@ impl Registry {
             drop(slots);
             backoff.snooze();
         }
+    }
+}
+
+/// Leaves the poll window of task `id`, filed in `cell`, pending ([`PENDING`]): the
+/// owner of this thread becomes [pending](current::pend) and the task's frame is
+/// swapped in by [`settle`] only if code asks for an owner. False (nothing done)
+/// where the window must be opened now: bridges are registered (they must see the
+/// task's values from the start of the poll), or the thread's own owner is not
+/// current (another window or a scoped owner is, further out).
+#[inline(always)]
+fn pend_window(cell: &'static Cell, id: Id) -> bool {
+    !bridge::any()
+        && PENDING
+            .try_with(|pending| {
+                let pend = pending.get().is_none() && current::pend();
+                if pend {
+                    pending.set(Some((id, Some(cell))));
+                }
+                pend
+            })
+            .unwrap_or(false)
+}
+
+/// Whether task `id`'s window on this thread is pending (not opened yet).
+fn is_pending(id: Id) -> bool {
+    PENDING
+        .try_with(|pending| matches!(pending.get(), Some((task, Some(_))) if task == id))
+        .unwrap_or(false)
+}
+
+/// Settles this thread's pending window, for [`current::settle`]: opens it, so that
+/// the task's frame is current. (If the frame cannot be swapped in, the thread's
+/// owner stays current, and the isolation rule keeps it from the task.)
+pub(super) fn settle() {
+    let pending = PENDING.try_with(|pending| match pending.get() {
+        Some((id, Some(cell))) => {
+            pending.set(None);
+            Some((id, cell))
+        }
+        _ => None,
+    });
+    current::unpend();
+    if let Ok(Some((id, cell))) = pending {
+        open_window(cell, key(id), id);
+    }
+}
+
+/// What the task of this thread's pending window would hand a child, read in its
+/// cell (locked for the read) with no switch, for [`current::capture`]. `None` when
+/// no window is pending.
+pub(super) fn capture_pending() -> Option<Option<Inheritables>> {
+    let (id, cell) = match PENDING.try_with(StdCell::get) {
+        Ok(Some((id, Some(cell)))) => (id, cell),
+        _ => return None,
+    };
+    // Waits only for the after-poll hook of the task's previous window on another
+    // thread, like opening the window would.
+    let held = cell.lock();
+    if cell.key.load(Ordering::Relaxed) != key(id) {
+        return None;
+    }
+    Some(
+        held.as_ref()
+            .and_then(|held| current::capture_of(&held.frame)),
+    )
+}
+
+/// Closes task `id`'s window if it is still pending, or ended pending: nothing was
+/// swapped, nothing is locked. False when the window is not pending.
+#[inline(always)]
+fn close_pending(id: Id) -> bool {
+    PENDING
+        .try_with(|pending| match pending.get() {
+            Some((task, _)) if task == id => {
+                pending.set(None);
+                current::unpend();
+                true
+            }
+            _ => false,
+        })
+        .unwrap_or(false)
+}
+
+/// The terminate hook of task `key`, filed in `cell`, inside its pending window: the
+/// task's frame is taken out of the cell and ended where it stands, which enters it
+/// only if there is anything to tear down ([`current::end`]); a task that never
+/// touched its storage costs a reference count. The window ends pending.
+#[cold]
+#[inline(never)]
+fn end_pending(cell: &'static Cell, key: u64, id: Id) {
+    // Waits only for the after-poll hook of the task's previous window on another
+    // thread (tokio re-scheduled the task before that hook ran).
+    let mut guard = cell.lock();
+    let held = match cell.key.load(Ordering::Relaxed) == key {
+        true => guard.take(),
+        false => None,
+    };
+    if held.is_some() {
+        cell.key.store(0, Ordering::Release);
+    }
+    drop(guard);
+    let _ = PENDING.try_with(|pending| pending.set(Some((id, None))));
+    current::unpend();
+    if let Some(Held { mut frame, .. }) = held {
+        current::end(&mut frame);
     }
 }
 

@@ -97,7 +97,7 @@ fn poll(registry: &Registry, id: Id, f: impl FnOnce()) {
 fn poll_last(registry: &Registry, id: Id, f: impl FnOnce()) {
     registry.before_poll(id);
     f();
-    registry.end(id, || ());
+    registry.end(id, None);
     registry.after_poll(id);
 }
 
@@ -204,7 +204,7 @@ fn loom_shutdown_teardown_races_the_after_poll_hook_and_thread_exit() {
                     thread::yield_now();
                 }
                 // Runtime shutdown drops the idle task outside any poll window.
-                registry.end(x, || ());
+                registry.end(x, None);
             })
         };
         worker.join().unwrap();
@@ -247,7 +247,7 @@ fn loom_a_child_captured_while_its_parent_ends() {
                     assert_eq!(tag(&INHERITED), Some(1));
                     INHERITED.set(Counted::new(&live, 2));
                 });
-                registry.end(y, || ()); // shutdown
+                registry.end(y, None); // shutdown
             })
         };
         parent.join().unwrap();
@@ -277,11 +277,11 @@ fn loom_a_spawn_racing_shutdown_is_torn_down_once() {
         // before its spawn hook filed a slot.
         let shutdown = {
             let registry = registry.clone();
-            thread::spawn(move || registry.end(y, || ()))
+            thread::spawn(move || registry.end(y, None))
         };
         parent.join().unwrap();
         shutdown.join().unwrap();
-        registry.end(x, || ());
+        registry.end(x, None);
         // A slot filed after its task ended is torn down with the registry.
         drop(registry);
         assert_eq!(live.load(SeqCst), 0);

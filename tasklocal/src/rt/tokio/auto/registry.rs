@@ -170,6 +170,10 @@ impl Registry {
     pub(super) fn new() -> Registry {
         // Not loom's: the number only tells registries apart.
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        current::set_settler(current::Settler {
+            settle: super::hooks::settle,
+            capture: super::hooks::capture_pending,
+        });
         Registry {
             table: table(),
             shards: (0..SHARDS)
