@@ -105,6 +105,12 @@ mod auto {
         spawns(rt, false)
     }
     #[inline(never)]
+    pub fn spawns_noop_hooks(rt: &Runtime) {
+        // Distinct bodies: kept apart by the linker's identical-code folding.
+        std::hint::black_box(7);
+        spawns(rt, false)
+    }
+    #[inline(never)]
     pub fn spawns_automatic_holding_a_value(rt: &Runtime) {
         // Distinct bodies: kept apart by the linker's identical-code folding.
         std::hint::black_box(6);
@@ -132,6 +138,7 @@ fn main() {
         polls_noop_hooks(&noop);
         polls_automatic(&automatic);
         polls_automatic_holding_a_value(&automatic);
+        spawns_noop_hooks(&noop);
         spawns_automatic_holding_a_value(&automatic);
         return;
     }
@@ -142,7 +149,7 @@ fn main() {
     };
     let multi_plain = multi_thread(Mode::Plain);
     let multi_automatic = multi_thread(Mode::Automatic);
-    let mut ratios: [Vec<f64>; 5] = Default::default();
+    let mut ratios: [Vec<f64>; 6] = Default::default();
     for _ in 0..rounds {
         let p = time(&|| polls_plain(&plain));
         ratios[0].push(time(&|| polls_noop_hooks(&noop)) / p);
@@ -150,6 +157,7 @@ fn main() {
         ratios[2].push(time(&|| polls_automatic_holding_a_value(&automatic)) / p);
         let s = time(&|| spawns_plain(&plain));
         ratios[3].push(time(&|| spawns_automatic_holding_a_value(&automatic)) / s);
+        ratios[5].push(time(&|| spawns_noop_hooks(&noop)) / s);
         let m = time(&|| polls_64_tasks(&multi_plain, false));
         ratios[4].push(time(&|| polls_64_tasks(&multi_automatic, true)) / m);
     }
@@ -159,6 +167,7 @@ fn main() {
         "poll automatic holding a value",
         "spawn + await automatic holding a value",
         "poll, 2 workers, 64 tasks, automatic holding a value",
+        "spawn + await noop_hooks",
     ]
     .into_iter()
     .zip(ratios)

@@ -81,10 +81,13 @@ impl Registry {
             return;
         }
         let key = key(id);
-        let Err(frame) = self
-            .cell(key)
-            .file(key, self.id, Frame::new(current::capture()))
-        else {
+        // From a spawner whose window is pending, its values are read in its cell
+        // rather than through `current::capture`, which would ask for the settler.
+        let seed = match current::is_pending() {
+            true => capture_pending().unwrap_or_else(current::capture),
+            false => current::capture(),
+        };
+        let Err(frame) = self.cell(key).file(key, self.id, Frame::new(seed)) else {
             return;
         };
         let old = self.lock(key).insert(key, Slot::idle(frame));
@@ -248,6 +251,15 @@ impl Registry {
     }
 
     pub(super) fn terminate(&self, meta: &TaskMeta<'_>, user: Option<&HookFn>) {
+        // The common end, a task that completes in a pending window, with no code of
+        // the user's to run (see `end`), out of line and without `end`'s frame.
+        if user.is_none() && !self.after_poll_callback {
+            if let Ok(Some((id, Some(cell)))) = PENDING.try_with(StdCell::get) {
+                if id == meta.id() {
+                    return end_pending(cell, key(id), id);
+                }
+            }
+        }
         let user = user.map(|f| move || f(meta));
         self.end(meta.id(), user.as_ref().map(|f| f as &dyn Fn()))
     }
