@@ -350,6 +350,11 @@ pub(crate) fn with_storage_outside_tokio<R>(f: impl FnOnce(&Storage) -> Option<R
     }
     CONTEXT
         .try_with(|cx| {
+            // Pending: a task's poll window is open (tokio's hooks run outside its
+            // task id), the thread's frame is not the owner.
+            if cx.owner.get() == Owner::Pending {
+                return None;
+            }
             let frame = cx.frame.try_borrow().ok()?;
             f(frame.storage.as_deref()?)
         })

@@ -11,13 +11,26 @@
 //!   files a frame seeded from the spawner's inheritable values (the *current* owner
 //!   of that thread, not `tokio::task::try_id()`, which on a worker outside a poll is
 //!   the worker's own blocking-task id). A frame allocates nothing until used.
-//! * `on_before_task_poll` swaps the frame with the thread's current frame in
-//!   place ([`current::swap_in`](crate::current::swap_in), [`current::swap_out`](crate::current::swap_out)): while the task is polled, its cell or
-//!   slot holds the frame it displaced, and the thread-local [`POLLING`](hooks::POLLING) names the task
-//!   (windows nest when a nested runtime runs inside `block_in_place`). A cell stays
-//!   locked for the whole window: the hook keeps its `MutexGuard<'static, _>` in the
-//!   thread-local [`WINDOWS`](hooks::WINDOWS), with the window's state.
-//! * `on_after_task_poll` swaps them back (and unlocks the cell).
+//! * `on_before_task_poll` leaves the poll window *pending* for a task in the table
+//!   (the common case): it only marks the thread's owner
+//!   [`Pending`](crate::current::Owner::Pending) and notes the task in the
+//!   thread-local [`PENDING`](hooks::PENDING) — no lock, no switch. The first access
+//!   of the poll that needs an owner (a read, a write, a spawn's capture, `reset`, a
+//!   user hook) settles it: [`hooks::settle`] opens the window, which swaps the task's
+//!   frame with the thread's current frame in place
+//!   ([`current::swap_in`](crate::current::swap_in),
+//!   [`current::swap_out`](crate::current::swap_out)). While a window is open, the
+//!   task's cell or slot holds the frame it displaced, and the thread-local
+//!   [`POLLING`](hooks::POLLING) names the task (windows nest when a nested runtime
+//!   runs inside `block_in_place`). A cell stays locked while its window is open: the
+//!   hook keeps its `MutexGuard<'static, _>` in the thread-local
+//!   [`WINDOWS`](hooks::WINDOWS), with the window's state. Windows are opened at once
+//!   where they cannot wait: when bridges are registered (they must see the task's
+//!   values from the start of the poll), for a task in the shards, and inside another
+//!   owner. A spawn in a pending window reads the spawner's values in its cell,
+//!   without a switch.
+//! * `on_after_task_poll` closes a pending window by clearing the mark, and an open
+//!   one by swapping the frames back (and unlocking the cell).
 //! * `on_task_terminate` tears the storage down with [`current::finish`](crate::current::finish) while it is
 //!   current: handlers last-registered first with values readable, then values.
 //!   tokio (1.54) calls it inside the final poll window for completion, panic and the
@@ -48,12 +61,14 @@
 //!   spawn hook if the cell is free. A cell is locked by its own task's hooks only (a
 //!   spawn hook merely tries it), so holding it through the poll blocks nothing but
 //!   an overlapping poll of the same task. A poll of a task in the table costs one
-//!   lock and one unlock — the least that moves a frame between threads without
-//!   `unsafe` — and no allocation. (A frame could be kept on the polling thread
-//!   between polls with no atomic operation at all, but then a poll of the task on
-//!   another thread, or its teardown, would have to wait for that thread to give it
-//!   back, which it may never do: a thread leaves `block_on`, or blocks in
-//!   `block_in_place` on the very task.)
+//!   lock and one unlock when it touches the API — the least that moves a frame
+//!   between threads without `unsafe` — and none when it does not; no allocation. (A
+//!   frame could be kept on the polling thread between polls with no atomic
+//!   operation at all, but then a poll of the task on another thread, or its
+//!   teardown, would have to wait for that thread to give it back, which it may never
+//!   do: a thread leaves `block_on`, or blocks in `block_in_place` on the very task.)
+//!   A spawn with inheritance costs three lock round trips: reading the spawner's
+//!   values, filing the child's frame, taking it out when the child ends.
 //! * Tasks whose cell is taken go to cache-line-aligned shards by task id, each a
 //!   `Mutex<HashMap>` held for one lookup and a swap per hook: two lock round trips
 //!   a poll.
