@@ -329,7 +329,7 @@ impl Registry {
                     let slot = remove(&mut slots, key);
                     drop(slots);
                     if let Some(slot) = slot {
-                        finish_detached(slot.frame, &user);
+                        finish_detached(slot.frame, user);
                     }
                     return;
                 }
