@@ -172,6 +172,47 @@ fn loom_a_poll_rescheduled_before_the_after_poll_hook_sees_the_task_values() {
     });
 }
 
+/// As above, but the re-scheduled poll touches nothing and the task ends in it: its
+/// window stays pending, and the teardown from the terminate hook (which takes the
+/// frame out of the cell) waits for the first window to close and drops the value
+/// once.
+#[test]
+fn loom_a_rescheduled_poll_that_touches_nothing_ends_the_task_once() {
+    let (x, _) = ids();
+    model(move || {
+        let live = Arc::new(AtomicUsize::new(0));
+        let started = Arc::new(AtomicBool::new(false));
+        // No after-poll callback of the user's: the terminate hook ends a task whose
+        // window is pending where it stands (`end_pending`).
+        let mut registry = Registry::new();
+        registry.after_poll_callback = false;
+        let registry = Arc::new(registry);
+        registry.spawn(x);
+        let first = {
+            let (registry, live, started) = (registry.clone(), live.clone(), started.clone());
+            thread::spawn(move || {
+                registry.before_poll(x);
+                VALUE.set(Counted::new(&live, 1));
+                started.store(true, SeqCst);
+                registry.after_poll(x);
+            })
+        };
+        let second = {
+            let registry = registry.clone();
+            thread::spawn(move || {
+                while !started.load(SeqCst) {
+                    thread::yield_now();
+                }
+                poll_last(&registry, x, || ());
+            })
+        };
+        first.join().unwrap();
+        second.join().unwrap();
+        assert_eq!(live.load(SeqCst), 0);
+        assert!(is_empty(&registry));
+    });
+}
+
 #[test]
 fn loom_shutdown_teardown_races_the_after_poll_hook_and_thread_exit() {
     let (x, _) = ids();
