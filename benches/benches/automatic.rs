@@ -10,8 +10,10 @@
 //!
 //! A poll here is one `yield_now` round trip of a task that does nothing else, so
 //! the difference between `plain` and `automatic` is the whole per-poll cost of the
-//! hooks: locking the task's cell in the registry, switching its frame in and out,
-//! and unlocking the cell. `noop_hooks` shows what tokio's hook calls alone cost.
+//! hooks. A poll that does not touch the API leaves the task's window pending (no
+//! lock, no switch); `automatic_reads_each_poll` reads a value in every poll, which
+//! locks the task's cell, switches its frame in and out, and unlocks the cell.
+//! `noop_hooks` shows what tokio's hook calls alone cost.
 //! `benches/examples/hotpath_auto.rs` counts the instructions and times the same
 //! loops in interleaved rounds.
 
@@ -29,6 +31,18 @@ mod automatic {
 
     /// `tasks` tasks polled `iters` times in all; the time per poll.
     fn polls(rt: &Runtime, tasks: u64, iters: u64, wrap: bool, set: bool) -> Duration {
+        polls_reading(rt, tasks, iters, wrap, set, false)
+    }
+
+    /// [`polls`], reading `VALUE` in every poll when `read`.
+    fn polls_reading(
+        rt: &Runtime,
+        tasks: u64,
+        iters: u64,
+        wrap: bool,
+        set: bool,
+        read: bool,
+    ) -> Duration {
         let per_task = iters.div_ceil(tasks);
         let start = Instant::now();
         rt.block_on(async {
@@ -40,6 +54,9 @@ mod automatic {
                         }
                         for _ in 1..per_task {
                             tokio::task::yield_now().await;
+                            if read {
+                                std::hint::black_box(VALUE.get());
+                            }
                         }
                     };
                     if wrap {
@@ -77,6 +94,10 @@ mod automatic {
                 b.iter_custom(|iters| polls(&rt, 1, iters, wrap, set))
             });
         }
+        let rt = current_thread(Mode::Automatic);
+        g.bench_function("automatic_reads_each_poll", |b| {
+            b.iter_custom(|iters| polls_reading(&rt, 1, iters, false, true, true))
+        });
         g.finish();
 
         let mut g = c.benchmark_group("poll_multi_thread_2_workers_64_tasks");

@@ -10,7 +10,8 @@
 //! ```
 //!
 //! Each measured loop is its own `#[inline(never)]` function: `polls_*` run
-//! 1,000,000 polls (a `yield_now` round trip each), `spawns_*` 200,000 spawns + awaits
+//! 1,000,000 polls (a `yield_now` round trip each; `polls_automatic_reading_each_poll`
+//! also reads a value in each, which opens the task's window), `spawns_*` 200,000 spawns + awaits
 //! of an empty task from a task that holds an inheritable value (SPEC.md 8b) — divide
 //! the inclusive count by that. (Instruction counts leave out what atomic
 //! read-modify-writes cost in cycles: compare with the `automatic` benchmark.)
@@ -30,12 +31,20 @@ mod auto {
     pub use tasklocal_benches::runtimes::Mode;
 
     fn polls(rt: &Runtime, set: bool) {
+        polls_reading(rt, set, false)
+    }
+
+    /// [`polls`], reading the value in every poll when `read`.
+    fn polls_reading(rt: &Runtime, set: bool, read: bool) {
         rt.block_on(rt.spawn(async move {
             if set {
                 INHERITED.set(1);
             }
             for _ in 0..POLLS {
                 tokio::task::yield_now().await;
+                if read {
+                    std::hint::black_box(INHERITED.get());
+                }
             }
         }))
         .unwrap();
@@ -99,6 +108,12 @@ mod auto {
         polls(rt, true)
     }
     #[inline(never)]
+    pub fn polls_automatic_reading_each_poll(rt: &Runtime) {
+        // Distinct bodies: kept apart by the linker's identical-code folding.
+        std::hint::black_box(8);
+        polls_reading(rt, true, true)
+    }
+    #[inline(never)]
     pub fn spawns_plain(rt: &Runtime) {
         // Distinct bodies: kept apart by the linker's identical-code folding.
         std::hint::black_box(5);
@@ -138,6 +153,7 @@ fn main() {
         polls_noop_hooks(&noop);
         polls_automatic(&automatic);
         polls_automatic_holding_a_value(&automatic);
+        polls_automatic_reading_each_poll(&automatic);
         spawns_noop_hooks(&noop);
         spawns_automatic_holding_a_value(&automatic);
         return;

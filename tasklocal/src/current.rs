@@ -325,6 +325,11 @@ pub(crate) fn with_scoped_frame<R>(
 pub(crate) fn with_storage<R>(f: impl FnOnce(&Storage) -> Option<R>) -> Option<R> {
     CONTEXT
         .try_with(|cx| {
+            // The first access of a poll in automatic mode: settled here, so that it
+            // is served by this fast path rather than the general one.
+            if cx.owner.get() == Owner::Pending {
+                settle(cx);
+            }
             // [`decide`] with the storage looked at first: one instruction less on
             // the path of every read that misses the scoped fast path.
             let frame = cx.frame.try_borrow().ok()?;
