@@ -626,7 +626,25 @@ pub(crate) fn entered<R>(frame: &mut Frame, f: impl FnOnce() -> R) -> R {
 #[cold]
 #[inline(never)]
 pub(crate) fn entered_bridged<R>(frame: &mut Frame, f: impl FnOnce() -> R) -> R {
-    let _entered = enter(frame);
+    let displaced = match swap_in(frame) {
+        Ok(displaced) => Some(displaced),
+        Err(Kind::Borrowed) => crate::error::panic_enter_borrowed(),
+        Err(_) => None,
+    };
+    // [`enter`] written out: the guard is built where it lives (through
+    // `Entered::new` it was returned by value and copied on the stack), and
+    // `bridge::any` is not asked again (the caller did, and bridges are never
+    // unregistered).
+    let mut entered = Entered {
+        frame,
+        displaced,
+        bridges: bridge::Entered::default(),
+    };
+    if entered.displaced.is_some() {
+        // On a panic, `entered` is dropped while unwinding: the bridges entered are
+        // exited and the switch undone.
+        bridge::resume(bridge::enter(&mut entered.bridges));
+    }
     f()
 }
 

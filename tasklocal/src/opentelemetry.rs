@@ -46,6 +46,7 @@
 //! ```
 
 use std::cell::RefCell;
+use std::mem::ManuallyDrop;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Once;
 
@@ -63,8 +64,15 @@ static INSTALLED: AtomicBool = AtomicBool::new(false);
 
 thread_local! {
     /// The guards of the contexts attached for the owners entered on this thread,
-    /// innermost last.
-    static ATTACHED: Guards<Vec<ContextGuard>> = const { Guards(RefCell::new(Vec::new())) };
+    /// innermost last. `ManuallyDrop`: this thread-local then has no destructor, so the
+    /// bridge's two accesses per switch are plain thread-local reads, with no
+    /// is-it-destroyed check and no lazy destructor registration. At thread exit the
+    /// guards are forgotten (see [`Guards`]) and the buffer freed by `ATTACHED_EXIT`,
+    /// registered when the buffer is first allocated ([`grow_attached`]).
+    static ATTACHED: RefCell<ManuallyDrop<Vec<ContextGuard>>> =
+        const { RefCell::new(ManuallyDrop::new(Vec::new())) };
+    /// Frees `ATTACHED`'s buffer at thread exit.
+    static ATTACHED_EXIT: AttachedExit = const { AttachedExit };
     /// The guard of the thread owner's context, set by [`set_current`] outside any
     /// entered owner.
     static THREAD: Guards<Option<ContextGuard>> = const { Guards(RefCell::new(None)) };
@@ -87,6 +95,55 @@ impl<T: Default> Drop for Guards<T> {
     fn drop(&mut self) {
         std::mem::forget(std::mem::take(self.0.get_mut()));
     }
+}
+
+/// The destructor of `ATTACHED`'s buffer.
+struct AttachedExit;
+
+impl Drop for AttachedExit {
+    fn drop(&mut self) {
+        let guards = ATTACHED.with(|attached| match attached.try_borrow_mut() {
+            Ok(mut attached) => std::mem::take(&mut **attached),
+            Err(_) => Vec::new(),
+        });
+        // Forgotten, not dropped, as in `Guards`.
+        guards.into_iter().for_each(std::mem::forget);
+    }
+}
+
+/// Pushes the guard of the context attached for an owner just entered.
+#[inline(always)]
+fn push_attached(guard: ContextGuard) {
+    // (`try_with`, which cannot fail here: `with` is left out of line.)
+    let _ = ATTACHED.try_with(|attached| {
+        let mut attached = attached.borrow_mut();
+        if attached.len() == attached.capacity() {
+            grow_attached(&mut attached);
+        }
+        attached.push(guard);
+    });
+}
+
+/// Pops the guard of the innermost owner entered.
+#[inline(always)]
+fn pop_attached() -> Option<ContextGuard> {
+    ATTACHED
+        .try_with(|attached| attached.borrow_mut().pop())
+        .ok()
+        .flatten()
+}
+
+/// Makes room in `ATTACHED`. Its first allocation on a thread registers
+/// `ATTACHED_EXIT`, which frees it at thread exit. (An owner switched by another
+/// thread-local's destructor after that one ran allocates again, and those few bytes
+/// leak: the thread is gone.)
+#[cold]
+#[inline(never)]
+fn grow_attached(attached: &mut Vec<ContextGuard>) {
+    if attached.capacity() == 0 {
+        let _ = ATTACHED_EXIT.try_with(|_| ());
+    }
+    attached.reserve(8);
 }
 
 /// Makes `opentelemetry::Context::current()` the current owner's context (see the
@@ -206,15 +263,10 @@ pub(crate) fn seed(snapshot: crate::Snapshot, cx: Context) -> crate::Snapshot {
 fn show(cx: Context) {
     // The old guard goes first, so that it is the top of OpenTelemetry's stack and
     // pops cleanly (a guard dropped out of order leaves a hole there).
-    let old = ATTACHED
-        .try_with(|attached| attached.borrow_mut().pop().map(Some))
-        .ok()
-        .flatten();
-    match old {
+    match pop_attached() {
         Some(old) => {
             drop(old);
-            let guard = cx.attach();
-            let _ = ATTACHED.try_with(|attached| attached.borrow_mut().push(guard));
+            push_attached(cx.attach());
         }
         // The thread's own owner.
         None => {
@@ -235,22 +287,15 @@ impl Bridge for OpenTelemetry {
         // Read in place, under the borrow of the owner's entries: a clone of a
         // `Context` is two reference counts and runs no user code.
         let cx = CONTEXT
-            .with_in_place(|cx| cx.cloned())
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-        let guard = cx.attach();
-        let _ = ATTACHED.try_with(|attached| attached.borrow_mut().push(guard));
+            .with_in_place(|cx| cx.map_or_else(Context::new, Context::clone))
+            .unwrap_or_else(|_| Context::new());
+        push_attached(cx.attach());
     }
 
     #[inline]
     fn exit(&self) {
         // Dropped outside the borrow: the context's values may run any code.
-        let guard = ATTACHED
-            .try_with(|attached| attached.borrow_mut().pop())
-            .ok()
-            .flatten();
-        drop(guard);
+        drop(pop_attached());
     }
 }
 
