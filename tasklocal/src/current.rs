@@ -568,13 +568,23 @@ pub(crate) struct Entered<'a> {
 /// on this thread: an owner cannot be switched under a live borrow.
 #[inline]
 pub(crate) fn enter(frame: &mut Frame) -> Entered<'_> {
-    let displaced = match swap_in(frame) {
+    let displaced = swap_in_for_enter(frame);
+    Entered::new(frame, displaced)
+}
+
+/// [`swap_in`] for [`enter`]: the displaced owner's kind, or `None` when the thread's
+/// locals are gone (the owner then runs without storage).
+///
+/// # Panics
+///
+/// Like [`enter`].
+#[inline(always)]
+fn swap_in_for_enter(frame: &mut Frame) -> Option<Owner> {
+    match swap_in(frame) {
         Ok(displaced) => Some(displaced),
         Err(Kind::Borrowed) => crate::error::panic_enter_borrowed(),
-        // The thread's locals are gone: the owner runs without storage.
         Err(_) => None,
-    };
-    Entered::new(frame, displaced)
+    }
 }
 
 /// Runs `f` with `frame` as the current owner, then makes the displaced owner current
@@ -626,15 +636,10 @@ pub(crate) fn entered<R>(frame: &mut Frame, f: impl FnOnce() -> R) -> R {
 #[cold]
 #[inline(never)]
 pub(crate) fn entered_bridged<R>(frame: &mut Frame, f: impl FnOnce() -> R) -> R {
-    let displaced = match swap_in(frame) {
-        Ok(displaced) => Some(displaced),
-        Err(Kind::Borrowed) => crate::error::panic_enter_borrowed(),
-        Err(_) => None,
-    };
-    // [`enter`] written out: the guard is built where it lives (through
-    // `Entered::new` it was returned by value and copied on the stack), and
-    // `bridge::any` is not asked again (the caller did, and bridges are never
-    // unregistered).
+    let displaced = swap_in_for_enter(frame);
+    // [`enter`] with the guard built where it lives (through `Entered::new` it was
+    // returned by value and copied on the stack), and `bridge::any` not asked again
+    // (the caller did, and bridges are never unregistered).
     let mut entered = Entered {
         frame,
         displaced,
