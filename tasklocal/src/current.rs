@@ -14,15 +14,25 @@
 //! other owners (a `Task` dropped by another thread-local's destructor) still work.
 
 use std::cell::{Cell, Ref, RefCell};
-use std::mem::{self, ManuallyDrop};
-use std::sync::{Arc, OnceLock};
+use std::mem::ManuallyDrop;
+use std::sync::Arc;
 
-use crate::bridge;
 use crate::error::{AccessError, Kind};
 use crate::once::Once;
 use crate::storage::{self, Garbage, Inheritables, Storage, Value};
 // std's, or loom's in the loom models (each loom thread needs its own context).
 use crate::sync::thread_local;
+
+mod pending;
+mod switch;
+
+use pending::{settle, settle_if_pending};
+// Used by automatic mode only.
+#[cfg_attr(not(all(feature = "tokio", tokio_unstable)), allow(unused_imports))]
+pub(crate) use pending::{capture_of, is_pending, pend, set_settler, unpend, Settler};
+pub(crate) use switch::{entered, entered_bridged, run_and_finish, try_enter};
+#[cfg_attr(not(all(feature = "tokio", tokio_unstable)), allow(unused_imports))]
+pub(crate) use switch::{swap_in, swap_out};
 
 thread_local! {
     static CONTEXT: Context = const {
@@ -189,98 +199,6 @@ fn in_foreign_task() -> bool {
     }
 }
 
-/// What settles a [pending](Owner::Pending) owner: automatic mode's, registered by
-/// [`set_settler`] when a runtime is built in automatic mode.
-static SETTLER: OnceLock<Settler> = OnceLock::new();
-
-/// How automatic mode settles a [pending](Owner::Pending) owner.
-pub(crate) struct Settler {
-    /// Swaps the polled task's frame in (or, if it cannot, leaves the thread
-    /// current): the one function that [`settle`] calls.
-    pub(crate) settle: fn(),
-    /// What the polled task would hand a child ([`capture_of`] its frame), read
-    /// where the frame lies, with no switch; `None` if it cannot be read there.
-    pub(crate) capture: fn() -> Option<Option<Inheritables>>,
-}
-
-/// Registers automatic mode's [`Settler`] (the first registration stays: there is
-/// one automatic mode).
-#[cfg_attr(not(all(feature = "tokio", tokio_unstable)), allow(dead_code))]
-pub(crate) fn set_settler(settler: Settler) {
-    let _ = SETTLER.set(settler);
-}
-
-/// The inheritable values that the owner `frame`, not current, would hand a child,
-/// as [`capture`] does for the current one.
-#[cfg_attr(not(all(feature = "tokio", tokio_unstable)), allow(dead_code))]
-pub(crate) fn capture_of(frame: &Frame) -> Option<Inheritables> {
-    match &*frame.storage {
-        Some(storage) => storage.capture(),
-        None => frame.seed.clone(),
-    }
-}
-
-/// Marks the owner [pending](Owner::Pending): a task is polled whose frame is swapped
-/// in only if code asks for an owner. Only from the thread's own owner; false (nothing
-/// done) otherwise, and the caller switches eagerly.
-#[cfg_attr(not(all(feature = "tokio", tokio_unstable)), allow(dead_code))]
-#[inline(always)]
-pub(crate) fn pend() -> bool {
-    CONTEXT
-        .try_with(|cx| {
-            let pend = cx.owner.get() == Owner::Thread;
-            if pend {
-                cx.owner.set(Owner::Pending);
-            }
-            pend
-        })
-        .unwrap_or(false)
-}
-
-/// Whether the owner is [pending](Owner::Pending).
-#[cfg_attr(not(all(feature = "tokio", tokio_unstable)), allow(dead_code))]
-#[inline(always)]
-pub(crate) fn is_pending() -> bool {
-    CONTEXT
-        .try_with(|cx| cx.owner.get() == Owner::Pending)
-        .unwrap_or(false)
-}
-
-/// Undoes [`pend`] if the owner is still pending (nothing asked for it, or its
-/// settler has not run).
-#[cfg_attr(not(all(feature = "tokio", tokio_unstable)), allow(dead_code))]
-#[inline(always)]
-pub(crate) fn unpend() {
-    let _ = CONTEXT.try_with(|cx| {
-        if cx.owner.get() == Owner::Pending {
-            cx.owner.set(Owner::Thread);
-        }
-    });
-}
-
-/// The owner, settled if it was pending.
-#[inline(always)]
-fn settle_if_pending(cx: &Context) -> Owner {
-    match cx.owner.get() {
-        Owner::Pending => settle(cx),
-        owner => owner,
-    }
-}
-
-/// Settles a [pending](Owner::Pending) owner: the polled task's frame is swapped in
-/// (the owner is then scoped), or, where that cannot be done, the thread stays
-/// current (and the isolation rule denies it to the task). Runs no code of the user's.
-#[cold]
-#[inline(never)]
-fn settle(cx: &Context) -> Owner {
-    // The settler's swap expects the thread as the displaced owner.
-    cx.owner.set(Owner::Thread);
-    if let Some(settler) = SETTLER.get() {
-        (settler.settle)();
-    }
-    cx.owner.get()
-}
-
 /// Calls `f` with what the current owner has. `f` runs while `CONTEXT` is borrowed:
 /// it may borrow cells of the storage but must not run code that enters an owner.
 #[inline]
@@ -388,11 +306,8 @@ pub(crate) fn capture() -> Option<Inheritables> {
 fn capture_miss() -> Option<Inheritables> {
     // A spawn in a poll of a task in automatic mode that has not asked for its owner
     // yet: read where the task's frame lies, rather than swap it in for one capture.
-    let pending = CONTEXT.try_with(|cx| cx.owner.get() == Owner::Pending);
-    if let (Ok(true), Some(settler)) = (pending, SETTLER.get()) {
-        if let Some(captured) = (settler.capture)() {
-            return captured;
-        }
+    if let Some(captured) = pending::capture() {
+        return captured;
     }
     read(|here| match here {
         Here::Storage(storage) => storage.capture(),
@@ -547,196 +462,6 @@ fn end_entered(frame: &mut Frame, last_seed: Option<Vec<storage::Entry>>) {
         }
         finish();
     }
-}
-
-/// The guard of an entered frame: while it lives, the frame is current on this
-/// thread; dropping it (also during unwinding) restores the previous one.
-#[must_use = "the frame is current only while the guard lives"]
-pub(crate) struct Entered<'a> {
-    frame: &'a mut Frame,
-    /// The kind of the owner the frame displaced; `None` when nothing was entered.
-    displaced: Option<Owner>,
-    /// The bridges entered after the switch, to exit before it is undone.
-    bridges: bridge::Entered,
-}
-
-/// Makes `frame` the current owner on this thread.
-///
-/// # Panics
-///
-/// When called inside a `with` or `with_mut` closure that borrows the current storage
-/// on this thread: an owner cannot be switched under a live borrow.
-#[inline]
-pub(crate) fn enter(frame: &mut Frame) -> Entered<'_> {
-    let displaced = swap_in_for_enter(frame);
-    Entered::new(frame, displaced)
-}
-
-/// [`swap_in`] for [`enter`]: the displaced owner's kind, or `None` when the thread's
-/// locals are gone (the owner then runs without storage).
-///
-/// # Panics
-///
-/// Like [`enter`].
-#[inline(always)]
-fn swap_in_for_enter(frame: &mut Frame) -> Option<Owner> {
-    match swap_in(frame) {
-        Ok(displaced) => Some(displaced),
-        Err(Kind::Borrowed) => crate::error::panic_enter_borrowed(),
-        Err(_) => None,
-    }
-}
-
-/// Runs `f` with `frame` as the current owner, then makes the displaced owner current
-/// again (also when `f` unwinds): [`enter`] and its guard in one access to the
-/// thread-local, for the poll of a `Task`.
-///
-/// # Panics
-///
-/// Like [`enter`]. When the thread's locals are gone, `f` runs without storage.
-#[inline]
-pub(crate) fn entered<R>(frame: &mut Frame, f: impl FnOnce() -> R) -> R {
-    /// Restores the displaced owner.
-    struct Restore<'a> {
-        cx: &'a Context,
-        frame: &'a mut Frame,
-        displaced: Owner,
-    }
-    impl Drop for Restore<'_> {
-        #[inline]
-        fn drop(&mut self) {
-            if let Ok(mut current) = self.cx.frame.try_borrow_mut() {
-                mem::swap(&mut **current, self.frame);
-                self.cx.owner.set(self.displaced);
-            }
-        }
-    }
-
-    let mut f = Once::new(f);
-    let result = CONTEXT.try_with(|cx| {
-        let Ok(mut current) = cx.frame.try_borrow_mut() else {
-            crate::error::panic_enter_borrowed()
-        };
-        mem::swap(&mut **current, frame);
-        drop(current);
-        let displaced = cx.owner.replace(Owner::Scoped);
-        let _restore = Restore {
-            cx,
-            frame,
-            displaced,
-        };
-        f.take().map(|f| f())
-    });
-    f.or(result.ok().flatten(), |f| f())
-}
-
-/// [`entered`] when bridges are registered ([`bridge::any`]): through [`enter`]'s
-/// guard, which calls them. Callers check and come here out of line, so that their
-/// path stays lean when no bridge is registered.
-#[cold]
-#[inline(never)]
-pub(crate) fn entered_bridged<R>(frame: &mut Frame, f: impl FnOnce() -> R) -> R {
-    let displaced = swap_in_for_enter(frame);
-    // [`enter`] with the guard built where it lives (through `Entered::new` it was
-    // returned by value and copied on the stack), and `bridge::any` not asked again
-    // (the caller did, and bridges are never unregistered).
-    let mut entered = Entered {
-        frame,
-        displaced,
-        bridges: bridge::Entered::default(),
-    };
-    if entered.displaced.is_some() {
-        // On a panic, `entered` is dropped while unwinding: the bridges entered are
-        // exited and the switch undone.
-        bridge::resume(bridge::enter(&mut entered.bridges));
-    }
-    f()
-}
-
-/// Like [`enter`], but `None` instead of a panic when the frame cannot be entered.
-pub(crate) fn try_enter(frame: &mut Frame) -> Option<Entered<'_>> {
-    let displaced = swap_in(frame).ok()?;
-    Some(Entered::new(frame, Some(displaced)))
-}
-
-impl<'a> Entered<'a> {
-    /// The guard of `frame`, just swapped in (unless `displaced` is `None`): calls the
-    /// registered [bridges](crate::bridge) now that the frame is current. A bridge
-    /// that panics unwinds through the guard, which undoes the switch (unless the
-    /// thread is unwinding already: then the owner runs with the bridges entered so
-    /// far).
-    #[inline]
-    fn new(frame: &'a mut Frame, displaced: Option<Owner>) -> Entered<'a> {
-        let mut entered = Entered {
-            frame,
-            displaced,
-            bridges: bridge::Entered::default(),
-        };
-        if entered.displaced.is_some() && bridge::any() {
-            // On a panic, `entered` is dropped while unwinding: the bridges entered
-            // are exited and the switch undone.
-            bridge::resume(bridge::enter(&mut entered.bridges));
-        }
-        entered
-    }
-}
-
-/// Makes the scoped owner `frame` current; `frame` then holds the displaced frame,
-/// whose kind is returned, to be handed to [`swap_out`]. The building block of
-/// [`enter`], for callers that cannot hold a guard (runtime hooks). Fails with
-/// [`Kind::Borrowed`] inside a `with` closure that borrows the current storage, and
-/// with [`Kind::Destroyed`] when the thread's locals are gone.
-#[inline]
-pub(crate) fn swap_in(frame: &mut Frame) -> Result<Owner, Kind> {
-    exchange(frame, Owner::Scoped)
-}
-
-/// Undoes [`swap_in`]: `frame` (holding the displaced frame) becomes current again
-/// as the kind of owner it was, and gets the scoped owner's frame back.
-#[inline]
-pub(crate) fn swap_out(frame: &mut Frame, displaced: Owner) -> Result<(), Kind> {
-    exchange(frame, displaced).map(drop)
-}
-
-#[inline]
-fn exchange(frame: &mut Frame, owner: Owner) -> Result<Owner, Kind> {
-    CONTEXT
-        .try_with(|cx| match cx.frame.try_borrow_mut() {
-            Ok(mut current) => {
-                mem::swap(&mut **current, frame);
-                Ok(cx.owner.replace(owner))
-            }
-            Err(_) => Err(Kind::Borrowed),
-        })
-        .unwrap_or(Err(Kind::Destroyed))
-}
-
-impl Drop for Entered<'_> {
-    #[inline]
-    fn drop(&mut self) {
-        let panic = match self.bridges.is_empty() {
-            true => None,
-            false => bridge::exit(&mut self.bridges),
-        };
-        if let Some(displaced) = self.displaced {
-            let _ = swap_out(self.frame, displaced);
-        }
-        bridge::resume(panic);
-    }
-}
-
-/// Runs `f` as the owner `frame`, then ends the owner (also when `f` panics).
-pub(crate) fn run_and_finish<R>(frame: Frame, f: impl FnOnce() -> R) -> R {
-    struct End(Frame);
-    impl Drop for End {
-        fn drop(&mut self) {
-            end(&mut self.0);
-        }
-    }
-    let mut owner = End(frame);
-    // Dropped first: the previous owner is current again before `end` runs.
-    let _entered = enter(&mut owner.0);
-    f()
 }
 
 struct ThreadExit;
