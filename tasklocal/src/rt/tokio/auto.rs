@@ -14,9 +14,9 @@
 //! * `on_before_task_poll` leaves the poll window *pending* for a task in the table
 //!   (the common case): it only marks the thread's owner
 //!   [`Pending`](crate::current::Owner::Pending) and notes the task in the
-//!   thread-local [`PENDING`](hooks::PENDING) — no lock, no switch. The first access
+//!   thread-local [`PENDING`](pending::PENDING) — no lock, no switch. The first access
 //!   of the poll that needs an owner (a read, a write, a spawn's capture, `reset`, a
-//!   user hook) settles it: [`hooks::settle`] opens the window, which swaps the task's
+//!   user hook) settles it: [`pending::settle`] opens the window, which swaps the task's
 //!   frame with the thread's current frame in place
 //!   ([`current::swap_in`](crate::current::swap_in),
 //!   [`current::swap_out`](crate::current::swap_out)). While a window is open, the
@@ -51,8 +51,9 @@
 //!   spawn hook: the terminate hook finds no slot and says so in [`STILLBORN`](hooks::STILLBORN), and
 //!   the spawn hook that follows on the same thread files nothing.
 //!
-//! The code is in two files: `auto/hooks.rs` has what each hook does,
-//! `auto/registry.rs` the registry of frames by task id.
+//! The code is in three files: `auto/hooks.rs` has what each hook does,
+//! `auto/pending.rs` the pending windows, `auto/registry.rs` the registry of frames by
+//! task id.
 //!
 //! No lock is global, and no lock is shared by two live tasks on the fast path:
 //!
@@ -329,6 +330,7 @@ impl fmt::Debug for Hooks {
 }
 
 mod hooks;
+mod pending;
 mod registry;
 
 use registry::Registry;

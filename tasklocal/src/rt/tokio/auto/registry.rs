@@ -171,8 +171,8 @@ impl Registry {
         // Not loom's: the number only tells registries apart.
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         current::set_settler(current::Settler {
-            settle: super::hooks::settle,
-            capture: super::hooks::capture_pending,
+            settle: super::pending::settle,
+            capture: super::pending::capture_pending,
         });
         Registry {
             table: table(),
