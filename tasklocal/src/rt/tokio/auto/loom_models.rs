@@ -138,13 +138,19 @@ fn loom_tasks_of_one_shard_on_two_threads_stay_apart() {
     });
 }
 
-#[test]
-fn loom_a_poll_rescheduled_before_the_after_poll_hook_sees_the_task_values() {
+/// Task `x` sets a value in a poll on one thread and is re-scheduled onto another
+/// before that poll's after-poll hook runs; there its last poll runs `last` and the
+/// task ends. `after_poll_callback`: whether the user gave an after-poll callback
+/// (without one, a task that ends in a pending window is torn down where it stands,
+/// `end_pending`). Every value is dropped once and the registry is left empty.
+fn rescheduled(after_poll_callback: bool, last: fn()) {
     let (x, _) = ids();
     model(move || {
         let live = Arc::new(AtomicUsize::new(0));
         let started = Arc::new(AtomicBool::new(false));
-        let registry = Arc::new(Registry::new());
+        let mut registry = Registry::new();
+        registry.after_poll_callback = after_poll_callback;
+        let registry = Arc::new(registry);
         registry.spawn(x);
         let first = {
             let (registry, live, started) = (registry.clone(), live.clone(), started.clone());
@@ -162,7 +168,7 @@ fn loom_a_poll_rescheduled_before_the_after_poll_hook_sees_the_task_values() {
                 while !started.load(SeqCst) {
                     thread::yield_now();
                 }
-                poll_last(&registry, x, || assert_eq!(tag(&VALUE), Some(1)));
+                poll_last(&registry, x, last);
             })
         };
         first.join().unwrap();
@@ -172,45 +178,17 @@ fn loom_a_poll_rescheduled_before_the_after_poll_hook_sees_the_task_values() {
     });
 }
 
-/// As above, but the re-scheduled poll touches nothing and the task ends in it: its
-/// window stays pending, and the teardown from the terminate hook (which takes the
-/// frame out of the cell) waits for the first window to close and drops the value
-/// once.
+#[test]
+fn loom_a_poll_rescheduled_before_the_after_poll_hook_sees_the_task_values() {
+    rescheduled(true, || assert_eq!(tag(&VALUE), Some(1)));
+}
+
+/// The re-scheduled poll touches nothing and the task ends in it: its window stays
+/// pending, and the teardown from the terminate hook (which takes the frame out of
+/// the cell) waits for the first window to close and drops the value once.
 #[test]
 fn loom_a_rescheduled_poll_that_touches_nothing_ends_the_task_once() {
-    let (x, _) = ids();
-    model(move || {
-        let live = Arc::new(AtomicUsize::new(0));
-        let started = Arc::new(AtomicBool::new(false));
-        // No after-poll callback of the user's: the terminate hook ends a task whose
-        // window is pending where it stands (`end_pending`).
-        let mut registry = Registry::new();
-        registry.after_poll_callback = false;
-        let registry = Arc::new(registry);
-        registry.spawn(x);
-        let first = {
-            let (registry, live, started) = (registry.clone(), live.clone(), started.clone());
-            thread::spawn(move || {
-                registry.before_poll(x);
-                VALUE.set(Counted::new(&live, 1));
-                started.store(true, SeqCst);
-                registry.after_poll(x);
-            })
-        };
-        let second = {
-            let registry = registry.clone();
-            thread::spawn(move || {
-                while !started.load(SeqCst) {
-                    thread::yield_now();
-                }
-                poll_last(&registry, x, || ());
-            })
-        };
-        first.join().unwrap();
-        second.join().unwrap();
-        assert_eq!(live.load(SeqCst), 0);
-        assert!(is_empty(&registry));
-    });
+    rescheduled(false, || ());
 }
 
 #[test]
