@@ -96,17 +96,23 @@
 //!   pending tasks, tokio drops their futures before calling the terminate hook: a
 //!   `Drop` in such a future runs without the task's storage (it sees nothing set).
 //!   The exit handlers and values are torn down right after, with the storage current.
-//! * **Cost.** Each poll swaps the task's frame in and out of its cell in a table
-//!   indexed by task id, whose lock the poll holds: one atomic lock and one unlock a
-//!   poll, no allocation, about 210 instructions (callgrind) over a runtime without
-//!   hooks, where a bare `yield_now` poll of a current-thread runtime takes about 920
-//!   and a `Task` wrapper's switch about 40. Tasks whose cell (task id modulo 4096)
-//!   is taken by another live task go to a sharded map: two lock round trips a poll.
-//!   Spawning adds a try-lock of the child's cell and the O(1) capture of the
-//!   spawner's inheritable values; a task that never touched its storage ends for the
-//!   price of a reference count. The `automatic` benchmark of the `tasklocal-benches`
-//!   crate measures it side by side with a runtime without hooks, and
-//!   `benches/examples/hotpath_auto.rs` counts the instructions.
+//! * **Cost.** The task's frame is swapped in lazily: a poll that never touches the
+//!   API only marks the thread's owner pending (no lock, no switch, about 80
+//!   instructions over a runtime without hooks, where a bare `yield_now` poll of a
+//!   current-thread runtime takes about 930; callgrind). The first access of a poll
+//!   swaps the task's frame in from its cell in a table indexed by task id, whose lock
+//!   the poll then holds: one atomic lock and one unlock, no allocation, about 300
+//!   instructions in all for a poll that reads a value. Tasks whose cell (task id
+//!   modulo 4096) is taken by another live task go to a sharded map, switched at the
+//!   start of each poll: two lock round trips a poll. With [bridges](crate::bridge)
+//!   registered, every poll switches at its start (the bridged library's
+//!   thread-local must follow the task even when it never calls tasklocal). Spawning
+//!   adds a try-lock of the child's cell and the O(1) capture of the spawner's
+//!   inheritable values (read in the spawner's cell, under its lock, when its window
+//!   is pending); a task that never touched its storage ends for the price of a lock
+//!   round trip and a reference count. The `automatic` benchmark of the
+//!   `tasklocal-benches` crate measures it side by side with a runtime without hooks,
+//!   and `benches/examples/hotpath_auto.rs` counts the instructions.
 
 use std::future::Future;
 
