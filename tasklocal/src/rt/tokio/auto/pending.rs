@@ -20,12 +20,12 @@ use crate::storage::Inheritables;
 use crate::sync::thread_local;
 
 thread_local! {
-/// The task, filed in the table, whose poll window on this thread is pending: its
-/// frame is swapped in only when code asks for an owner ([`settle`]), so a poll
-/// that never touches the API takes no lock. With the task's cell; `None` for
-/// the cell once the task ended in that window.
-pub(super) static PENDING: StdCell<Option<(Id, Option<&'static Cell>)>> =
-    const { StdCell::new(None) };
+    /// The task, filed in the table, whose poll window on this thread is pending: its
+    /// frame is swapped in only when code asks for an owner ([`settle`]), so a poll
+    /// that never touches the API takes no lock. With the task's cell; `None` for
+    /// the cell once the task ended in that window.
+    pub(super) static PENDING: StdCell<Option<(Id, Option<&'static Cell>)>> =
+        const { StdCell::new(None) };
 }
 
 /// Leaves the poll window of task `id`, filed in `cell`, pending ([`PENDING`]): the
