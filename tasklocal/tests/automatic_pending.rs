@@ -15,6 +15,15 @@ use support::automatic::{current_thread, tag, with_timeout, Counted, Tally};
 use tasklocal::{Local, TaskId};
 use tokio::runtime::Builder;
 
+/// Polls that touch nothing, enough of them that the next poll's window starts
+/// pending again: after a poll that settled its window, automatic mode opens the
+/// next few windows at once (a task that asks once likely asks again).
+async fn idle_polls() {
+    for _ in 0..16 {
+        tokio::task::yield_now().await;
+    }
+}
+
 /// A worker thread's own values (set in `on_thread_start`, outside any task) are
 /// never seen by a task, whether its poll has asked for an owner yet or not, and
 /// each task keeps its own values through polls that touch nothing.
@@ -91,9 +100,9 @@ fn reset_first_in_a_poll_empties_the_task_not_the_thread() {
     let (before, after) = rt.block_on(with_timeout(async {
         tokio::spawn(async {
             VALUE.set(1);
-            tokio::task::yield_now().await;
+            idle_polls().await;
             let before = VALUE.get();
-            tokio::task::yield_now().await;
+            idle_polls().await;
             tasklocal::reset();
             (before, VALUE.get())
         })
@@ -116,7 +125,7 @@ fn a_task_polled_first_in_a_poll_then_the_outer_task() {
             // Inherited from the thread that spawned it (`block_on`'s future).
             let inherited = VALUE.get();
             VALUE.set(1);
-            tokio::task::yield_now().await;
+            idle_polls().await;
             // First thing in this poll: a `Task` created and polled.
             let inner = tasklocal::task(async {
                 let seen = VALUE.get();
@@ -144,7 +153,7 @@ fn a_spawn_first_in_a_poll_inherits_as_of_the_spawn() {
     let (child, parent) = rt.block_on(with_timeout(async move {
         tokio::spawn(async move {
             VALUE.set(Arc::new(Counted::new(1, &TALLY)));
-            tokio::task::yield_now().await;
+            idle_polls().await;
             // First thing in this poll: a spawn.
             let child = tokio::spawn(async move {
                 tokio::task::yield_now().await;
@@ -172,7 +181,8 @@ fn user_hooks_see_the_task_in_polls_that_touch_nothing() {
     static AFTER: AtomicUsize = AtomicUsize::new(0);
     static TERMINATE: AtomicUsize = AtomicUsize::new(0);
     static THREAD_LEAKS: AtomicUsize = AtomicUsize::new(0);
-    const POLLS: usize = 6;
+    // More than the polls that open at once after a settled one.
+    const POLLS: usize = 20;
 
     let hooks = tasklocal::tokio::Hooks::new()
         .on_before_task_poll(|_| {

@@ -28,7 +28,9 @@
 //!   where they cannot wait: when bridges are registered (they must see the task's
 //!   values from the start of the poll), for a task in the shards, and inside another
 //!   owner. A spawn in a pending window reads the spawner's values in its cell,
-//!   without a switch.
+//!   without a switch. After a poll that settled its window, the task's next few
+//!   polls (`registry::HOT_POLLS`) open theirs at once: a task that asks for its owner
+//!   in one poll likely does in the next, and pays then for the switch alone.
 //! * `on_after_task_poll` closes a pending window by clearing the mark, and an open
 //!   one by swapping the frames back (and unlocking the cell).
 //! * `on_task_terminate` tears the storage down with [`current::finish`](crate::current::finish) while it is

@@ -101,8 +101,10 @@
 //!   instructions over a runtime without hooks, where a bare `yield_now` poll of a
 //!   current-thread runtime takes about 930; callgrind). The first access of a poll
 //!   swaps the task's frame in from its cell in a table indexed by task id, whose lock
-//!   the poll then holds: one atomic lock and one unlock, no allocation, about 300
-//!   instructions in all for a poll that reads a value. Tasks whose cell (task id
+//!   the poll then holds: one atomic lock and one unlock, no allocation. The next
+//!   few polls of a task that did so switch at their start, as a task that touches
+//!   the API once tends to touch it again: a task that reads a value in every poll
+//!   pays about 320 instructions a poll in all. Tasks whose cell (task id
 //!   modulo 4096) is taken by another live task go to a sharded map, switched at the
 //!   start of each poll: two lock round trips a poll. With [bridges](crate::bridge)
 //!   registered, every poll switches at its start (the bridged library's

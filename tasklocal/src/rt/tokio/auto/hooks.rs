@@ -97,7 +97,7 @@ impl Registry {
     pub(super) fn before_poll(&self, id: Id) {
         let key = key(id);
         let cell = self.cell(key);
-        if cell.key.load(Ordering::Acquire) == key && pend_window(cell, id) {
+        if cell.key.load(Ordering::Acquire) == key && !cell.take_hot() && pend_window(cell, id) {
             return;
         }
         self.open(id);

@@ -68,6 +68,9 @@ pub(super) fn settle() {
     });
     current::unpend();
     if let Ok(Some((id, cell))) = pending {
+        // A task that asks for its owner in one poll likely does in the next: those
+        // open at once (`Cell::hot`).
+        cell.heat();
         open_window(cell, key(id), id);
     }
 }

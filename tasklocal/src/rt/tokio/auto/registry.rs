@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::sync::atomic::AtomicU8 as StdAtomicU8;
 use std::sync::{PoisonError, TryLockError};
 
 use ::tokio::task::Id;
@@ -83,7 +84,17 @@ pub(super) struct Cell {
     /// after that.
     pub(super) key: AtomicU64,
     pub(super) slot: Mutex<Option<Held>>,
+    /// How many of the task's next polls open their window at once instead of leaving
+    /// it pending ([`HOT_POLLS`] after a pending window was settled): a task that
+    /// touches the API in every poll then pays for the switch alone, not for the
+    /// pending mark and the settling as well. A hint, std's atomic even in the loom
+    /// models: relaxed loads and stores, no read-modify-write; a lost update only
+    /// changes which way a window opens.
+    pub(super) hot: StdAtomicU8,
 }
+
+/// How many polls after a settled one open their window at once (see [`Cell::hot`]).
+pub(super) const HOT_POLLS: u8 = 8;
 
 /// A task's frame in a [`Cell`]: while idle, the task's frame; while polled and
 /// entered, the frame it displaced on the polling thread (swapped in place, like
@@ -101,6 +112,7 @@ impl Cell {
         Cell {
             key: AtomicU64::new(0),
             slot: Mutex::new(None),
+            hot: StdAtomicU8::new(0),
         }
     }
 
@@ -109,7 +121,29 @@ impl Cell {
         Cell {
             key: AtomicU64::new(0),
             slot: Mutex::new(None),
+            hot: StdAtomicU8::new(0),
         }
+    }
+
+    /// Whether the task's window opens at once in this poll ([`Cell::hot`]); counts
+    /// the poll down.
+    #[inline(always)]
+    pub(super) fn take_hot(&self) -> bool {
+        match self.hot.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => false,
+            hot => {
+                self.hot
+                    .store(hot - 1, std::sync::atomic::Ordering::Relaxed);
+                true
+            }
+        }
+    }
+
+    /// Marks the task's next polls [hot](Cell::hot): its pending window was settled.
+    #[inline]
+    pub(super) fn heat(&self) {
+        self.hot
+            .store(HOT_POLLS, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Locks the cell; poisoning is ignored (no code of ours panics holding it).
@@ -135,6 +169,8 @@ impl Cell {
             return Err(frame);
         }
         *slot = Some(Held { frame, registry });
+        // A new task: no hint from the cell's previous one.
+        self.hot.store(0, std::sync::atomic::Ordering::Relaxed);
         self.key.store(key, Ordering::Release);
         Ok(())
     }
