@@ -232,6 +232,12 @@ thread_local! {
     static CALLING: Cell<bool> = const { Cell::new(false) };
 }
 
+/// Whether a bridge's `enter` or `exit` runs on this thread: owners switched now are
+/// entered with no bridge.
+pub(crate) fn calling() -> bool {
+    CALLING.try_with(Cell::get).unwrap_or(true)
+}
+
 /// Marks the thread as calling bridges while it lives.
 struct Calling;
 

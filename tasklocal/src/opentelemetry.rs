@@ -196,7 +196,9 @@ pub fn is_installed() -> bool {
 }
 
 /// Sets the current owner's OpenTelemetry context: `Context::current()` returns it at
-/// once (once [installed](install)) and owners created from now on inherit it.
+/// once (once [installed](install)) and owners created from now on inherit it. (In an
+/// owner that a [`bridge`]'s own call runs, entered with no bridge, it
+/// is shown from the owner's next entry.)
 ///
 /// ```
 /// use opentelemetry::Context;
@@ -235,7 +237,10 @@ pub fn set_current(cx: Context) {
 /// ```
 pub fn try_set_current(cx: Context) -> Result<(), AccessError> {
     CONTEXT.try_set(cx.clone())?;
-    if is_installed() {
+    // Inside a bridge's call, the current owner was entered with no bridge (an owner
+    // that the call runs): no guard of its own to replace, and the one on top is the
+    // owner's the call runs for. Its context is shown when it is next entered.
+    if is_installed() && !bridge::calling() {
         show(cx);
     }
     Ok(())
