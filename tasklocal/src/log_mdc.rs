@@ -81,7 +81,7 @@ pub fn try_install() -> Result<(), RegisterError> {
     INSTALL.call_once(|| {
         result = bridge::register(LogMdc);
         if result.is_ok() {
-            mdc::on_change(show);
+            mdc::on_change(show_change);
             // The thread that installs has an MDC of its own already, maybe.
             show();
         }
@@ -111,6 +111,16 @@ impl Bridge for LogMdc {
         if let Some(displaced) = displaced {
             log_mdc::extend(displaced);
         }
+    }
+}
+
+/// [`show`] after a change of the current owner's MDC — unless a bridge's call runs
+/// on this thread: then the current owner is one that call runs, entered with no
+/// bridge, and the map is the owner's the call runs for (the change is shown from the
+/// owner's next entry).
+fn show_change() {
+    if !bridge::calling() {
+        show();
     }
 }
 
