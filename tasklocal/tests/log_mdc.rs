@@ -102,32 +102,16 @@ fn the_threads_map_is_restored_after_a_poll_also_a_panicking_one() {
 /// runs for, which is still current around it.
 #[test]
 fn an_owner_run_by_a_bridge_leaves_the_outer_map_alone() {
-    use std::cell::Cell;
-    use tasklocal::bridge::{self, Bridge};
     use tasklocal::{mdc, Snapshot};
 
-    thread_local! {
-        /// This test's thread wants the bridge to act (other tests' threads do not).
-        static ARMED: Cell<bool> = const { Cell::new(false) };
-    }
-    /// A bridge whose `enter` runs an owner of its own that writes its MDC.
-    struct RunsAnOwner;
-    impl Bridge for RunsAnOwner {
-        fn enter(&self) {
-            if ARMED.with(|armed| armed.replace(false)) {
-                Snapshot::empty().run(|| mdc::insert("who", "the bridge's owner"));
-            }
-        }
-        fn exit(&self) {}
-    }
-
     tasklocal::log_mdc::install();
-    bridge::register(RunsAnOwner).unwrap();
     let seen = futures::executor::block_on(tasklocal::Task::isolated(async {
         mdc::insert("who", "outer");
-        ARMED.with(|armed| armed.set(true));
-        // Entering this owner calls the log-mdc bridge (its map: its MDC, empty), then
-        // `RunsAnOwner`, whose own owner writes its MDC.
+        // Entering the owner below calls the log-mdc bridge (its map: its MDC, empty),
+        // then a bridge whose own owner writes its MDC.
+        support::bridged::run_an_owner_at_the_next_switch(|| {
+            mdc::insert("who", "the bridge's owner")
+        });
         let inner = Snapshot::empty().run(|| log_mdc_get("who"));
         (inner, log_mdc_get("who"))
     }));

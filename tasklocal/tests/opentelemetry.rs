@@ -246,40 +246,25 @@ fn conversions_round_trip() {
     let _ = (KeyValue::new("k", "v"), SpanKind::Internal);
 }
 
-/// An owner that another bridge's callback runs is entered with no bridge (they would
+/// An owner that another bridge's call runs is entered with no bridge (they would
 /// recurse): its `set_current` stores its context but must not replace the context
-/// attached for the owner the callback runs for, which is still current around it.
+/// attached for the owner the call runs for, which is still current around it.
 #[test]
 fn set_current_in_an_owner_run_by_a_bridge_leaves_the_outer_context_attached() {
-    use std::cell::Cell;
-    use tasklocal::bridge::{self, Bridge};
     use tasklocal::Snapshot;
 
-    thread_local! {
-        /// This test's thread wants the bridge to act (other tests' threads do not).
-        static ARMED: Cell<bool> = const { Cell::new(false) };
-    }
-    /// A bridge whose `enter` runs an owner of its own that sets a context.
-    struct RunsAnOwner;
-    impl Bridge for RunsAnOwner {
-        fn enter(&self) {
-            if ARMED.with(|armed| armed.replace(false)) {
-                Snapshot::empty().run(|| tasklocal::opentelemetry::set_current(cx(3)));
-            }
-        }
-        fn exit(&self) {}
-    }
     fn cx(tag: u64) -> Context {
         Context::new().with_value(Tag(tag))
     }
 
     tasklocal::opentelemetry::install();
-    bridge::register(RunsAnOwner).unwrap();
     let seen = futures::executor::block_on(tasklocal::Task::isolated(async {
         tasklocal::opentelemetry::set_current(cx(1));
-        ARMED.with(|armed| armed.set(true));
-        // Entering this owner calls the OpenTelemetry bridge (attaching its context:
-        // none), then `RunsAnOwner`, whose own owner sets 3.
+        // Entering the owner below calls the OpenTelemetry bridge (attaching its
+        // context: none), then a bridge whose own owner sets 3.
+        support::bridged::run_an_owner_at_the_next_switch(|| {
+            tasklocal::opentelemetry::set_current(cx(3))
+        });
         let inner = Snapshot::empty().run(|| {
             let entered = tag();
             tasklocal::opentelemetry::set_current(cx(2));

@@ -3,13 +3,14 @@
 //!
 //! One concern per submodule: tokio runtimes, counted drops and owners torn down
 //! (`teardown`), the inheritance protocol, the keys borrowed by the reentrancy tests,
-//! captured log output, loopback HTTP servers and clients, OpenTelemetry carriers, and
-//! automatic mode.
+//! captured log output, loopback HTTP servers and clients, OpenTelemetry carriers,
+//! automatic mode, and a bridge that runs owners of its own (`bridged`).
 #![allow(dead_code)]
 
 #[cfg(all(tokio_unstable, feature = "tokio"))]
 pub mod automatic;
 pub mod borrowed;
+pub mod bridged;
 pub mod inherit;
 pub mod loopback;
 #[cfg(feature = "http")]
