@@ -235,3 +235,58 @@ fn user_hooks_see_the_task_in_polls_that_touch_nothing() {
     assert_eq!(AFTER.load(SeqCst), POLLS - 1);
     assert_eq!(TERMINATE.load(SeqCst), 1);
 }
+
+/// A task that ends in a poll that touched nothing — its window pending, torn down
+/// from its cell by the terminate hook — runs its exit handlers last-registered
+/// first with its values readable, then drops its values: on completion and on a
+/// panic, on 2 workers, each exactly once.
+#[test]
+fn a_task_ending_in_a_pending_window_is_torn_down_once() {
+    static TALLY: Tally = Tally::new();
+    static VALUE: Local<Counted> = Local::new();
+    const TASKS: u64 = 200;
+    let rt = support::automatic::multi_thread(2);
+    let (tx, rx) = std::sync::mpsc::channel();
+    rt.block_on(with_timeout(async {
+        let tasks: Vec<_> = (0..TASKS)
+            .map(|i| {
+                let (first, second) = (tx.clone(), tx.clone());
+                tokio::spawn(async move {
+                    VALUE.set(Counted::new(i, &TALLY));
+                    tasklocal::at_exit(move || first.send((i, 2, tag(&VALUE))).unwrap());
+                    tasklocal::at_exit(move || second.send((i, 1, tag(&VALUE))).unwrap());
+                    // The last poll starts pending and touches nothing.
+                    idle_polls().await;
+                    if i % 2 == 1 {
+                        // A panic without the panic hook's noise.
+                        std::panic::resume_unwind(Box::new("boom"));
+                    }
+                })
+            })
+            .collect();
+        for (i, task) in tasks.into_iter().enumerate() {
+            assert_eq!(task.await.is_err(), i % 2 == 1);
+        }
+    }));
+    drop(tx);
+    let mut order: std::collections::HashMap<u64, Vec<u32>> = Default::default();
+    for _ in 0..2 * TASKS {
+        let (i, n, seen) = rx
+            .recv_timeout(support::automatic::PATIENCE)
+            .expect("a handler did not run");
+        assert_eq!(
+            seen,
+            Some(i),
+            "a handler runs with its task's values readable"
+        );
+        order.entry(i).or_default().push(n);
+    }
+    assert!(
+        order.values().all(|o| o == &[1, 2]),
+        "handlers run last-first"
+    );
+    TALLY.assert_all_dropped();
+    assert_eq!(TALLY.created(), TASKS as usize);
+    drop(rt);
+    assert!(rx.try_recv().is_err(), "handlers run exactly once");
+}
