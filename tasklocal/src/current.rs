@@ -29,7 +29,7 @@ mod switch;
 use pending::{settle, settle_if_pending};
 // Used by automatic mode only.
 #[cfg_attr(not(all(feature = "tokio", tokio_unstable)), allow(unused_imports))]
-pub(crate) use pending::{capture_of, is_pending, pend, set_settler, unpend, Settler};
+pub(crate) use pending::{capture_of, pend, set_settler, unpend, Settler};
 pub(crate) use switch::{entered, entered_bridged, run_and_finish, try_enter};
 #[cfg_attr(not(all(feature = "tokio", tokio_unstable)), allow(unused_imports))]
 pub(crate) use switch::{swap_in, swap_out};

@@ -56,15 +56,6 @@ pub(crate) fn pend() -> bool {
         .unwrap_or(false)
 }
 
-/// Whether the owner is [pending](Owner::Pending).
-#[cfg_attr(not(all(feature = "tokio", tokio_unstable)), allow(dead_code))]
-#[inline(always)]
-pub(crate) fn is_pending() -> bool {
-    CONTEXT
-        .try_with(|cx| cx.owner.get() == Owner::Pending)
-        .unwrap_or(false)
-}
-
 /// Undoes [`pend`] if the owner is still pending (nothing asked for it, or its
 /// settler has not run).
 #[cfg_attr(not(all(feature = "tokio", tokio_unstable)), allow(dead_code))]

@@ -17,9 +17,7 @@ use crate::current::{self, Frame, Here, Owner};
 // std's, or loom's in the loom models (`auto/loom_models.rs`).
 use crate::sync::{thread_local, MutexGuard};
 
-use super::pending::{
-    capture_pending, close_pending, end_pending, is_pending, pend_window, settle, PENDING,
-};
+use super::pending::{close_pending, end_pending, pend_window, pending_cell, settle};
 use super::registry::{finish_detached, key, remove, Backoff, Cell, Held, Registry, Slot, State};
 use super::HookFn;
 
@@ -77,12 +75,8 @@ impl Registry {
             return;
         }
         let key = key(id);
-        // From a spawner whose window is pending, its values are read in its cell
-        // rather than through `current::capture`, which would ask for the settler.
-        let seed = match current::is_pending() {
-            true => capture_pending().unwrap_or_else(current::capture),
-            false => current::capture(),
-        };
+        // (From a spawner whose window is pending, `capture` reads its cell.)
+        let seed = current::capture();
         let Err(frame) = self.cell(key).file(key, self.id, Frame::new(seed)) else {
             return;
         };
@@ -247,15 +241,6 @@ impl Registry {
     }
 
     pub(super) fn terminate(&self, meta: &TaskMeta<'_>, user: Option<&HookFn>) {
-        // The common end, a task that completes in a pending window, with no code of
-        // the user's to run (see `end`), out of line and without `end`'s frame.
-        if user.is_none() && !self.after_poll_callback {
-            if let Ok(Some((id, Some(cell)))) = PENDING.try_with(StdCell::get) {
-                if id == meta.id() {
-                    return end_pending(cell, key(id), id);
-                }
-            }
-        }
         let user = user.map(|f| move || f(meta));
         self.end(meta.id(), user.as_ref().map(|f| f as &dyn Fn()))
     }
@@ -263,6 +248,21 @@ impl Registry {
     /// [`terminate`](Registry::terminate) of task `id`, with `user` the user's hook
     /// (apart so that the loom models, which have no `TaskMeta`, can drive it).
     pub(super) fn end(&self, id: Id, user_hook: Option<&dyn Fn()>) {
+        if let Some(cell) = pending_cell(id) {
+            // No code of the user's runs between here and the end of the window that
+            // could tell a teardown now from one at the window's end.
+            if user_hook.is_none() && !self.after_poll_callback {
+                return end_pending(cell, key(id), id);
+            }
+            // The window is opened, and the task torn down in it as below.
+            settle();
+        }
+        self.end_settled(id, user_hook);
+    }
+
+    /// [`end`](Registry::end) of a task whose window on this thread, if any, is open.
+    #[inline(never)]
+    fn end_settled(&self, id: Id, user_hook: Option<&dyn Fn()>) {
         let user = || {
             if let Some(f) = user_hook {
                 f();
@@ -270,19 +270,10 @@ impl Registry {
         };
         let key = key(id);
         let cell = self.cell(key);
-        if cell.key.load(Ordering::Acquire) == key {
-            if is_pending(id) {
-                // No code of the user's runs between here and the end of the window
-                // that could tell a teardown now from one at the window's end.
-                if user_hook.is_none() && !self.after_poll_callback {
-                    return end_pending(cell, key, id);
-                }
-                // The window is opened, and the task torn down in it as below.
-                settle();
-            }
-            if end_in_table(cell, key, id, self.after_poll_callback, &user) {
-                return;
-            }
+        if cell.key.load(Ordering::Acquire) == key
+            && end_in_table(cell, key, id, self.after_poll_callback, &user)
+        {
+            return;
         }
         // Inside the task's own poll window on this thread (completion, panic,
         // abort): its frame is current; `after_poll` restores the outer one.

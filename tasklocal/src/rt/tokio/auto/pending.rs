@@ -48,11 +48,13 @@ pub(super) fn pend_window(cell: &'static Cell, id: Id) -> bool {
             .unwrap_or(false)
 }
 
-/// Whether task `id`'s window on this thread is pending (not opened yet).
-pub(super) fn is_pending(id: Id) -> bool {
-    PENDING
-        .try_with(|pending| matches!(pending.get(), Some((task, Some(_))) if task == id))
-        .unwrap_or(false)
+/// The cell of task `id` if its window on this thread is pending (not opened yet).
+#[inline]
+pub(super) fn pending_cell(id: Id) -> Option<&'static Cell> {
+    match PENDING.try_with(StdCell::get) {
+        Ok(Some((task, cell))) if task == id => cell,
+        _ => None,
+    }
 }
 
 /// Settles this thread's pending window, for [`current::settle`]: opens it, so that
