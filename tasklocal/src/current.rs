@@ -26,7 +26,7 @@ use crate::sync::thread_local;
 mod pending;
 mod switch;
 
-use pending::{settle, settle_if_pending};
+use pending::settle_if_pending;
 // Used by automatic mode only.
 #[cfg_attr(not(all(feature = "tokio", tokio_unstable)), allow(unused_imports))]
 pub(crate) use pending::{capture_of, pend, set_settler, unpend, Settler};
@@ -74,7 +74,8 @@ pub(crate) enum Owner {
     /// The thread's frame is in `CONTEXT`, but a task of a runtime in automatic mode
     /// is being polled, whose frame has not been swapped in yet: automatic mode
     /// switches owners lazily ([`pend`]), so that a poll that never touches the API
-    /// costs no lock. The first access that needs an owner settles it ([`settle`]).
+    /// costs no lock. The first access that needs an owner settles it
+    /// ([`settle_if_pending`]).
     Pending,
 }
 
@@ -145,10 +146,7 @@ fn denied_to_foreign_task(owner: Owner) -> bool {
 /// rule](denied_to_foreign_task)). Every access but the scoped fast paths goes through it.
 #[inline(always)]
 fn decide(cx: &Context) -> Result<(Ref<'_, ManuallyDrop<Frame>>, Owner), Kind> {
-    let mut owner = cx.owner.get();
-    if owner == Owner::Pending {
-        owner = settle(cx);
-    }
+    let owner = settle_if_pending(cx);
     let frame = cx.frame.try_borrow().map_err(|_| Kind::Borrowed)?;
     if denied_to_foreign_task(owner) {
         return Err(Kind::NoStorage);
@@ -245,9 +243,7 @@ pub(crate) fn with_storage<R>(f: impl FnOnce(&Storage) -> Option<R>) -> Option<R
         .try_with(|cx| {
             // The first access of a poll in automatic mode: settled here, so that it
             // is served by this fast path rather than the general one.
-            if cx.owner.get() == Owner::Pending {
-                settle(cx);
-            }
+            settle_if_pending(cx);
             // [`decide`] with the storage looked at first: one instruction less on
             // the path of every read that misses the scoped fast path.
             let frame = cx.frame.try_borrow().ok()?;
@@ -273,8 +269,9 @@ pub(crate) fn with_storage_outside_tokio<R>(f: impl FnOnce(&Storage) -> Option<R
     }
     CONTEXT
         .try_with(|cx| {
-            // Pending: a task's poll window is open (tokio's hooks run outside its
-            // task id), the thread's frame is not the owner.
+            // Pending: a task's poll window is open though tokio said no task runs
+            // (its hooks run outside the task's id); the general path settles it.
+            // (Not settled here: the call would cost the thread's path 2 instructions.)
             if cx.owner.get() == Owner::Pending {
                 return None;
             }

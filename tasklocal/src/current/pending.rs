@@ -82,7 +82,7 @@ pub(super) fn settle_if_pending(cx: &Context) -> Owner {
 /// current (and the isolation rule denies it to the task). Runs no code of the user's.
 #[cold]
 #[inline(never)]
-pub(super) fn settle(cx: &Context) -> Owner {
+fn settle(cx: &Context) -> Owner {
     // The settler's swap expects the thread as the displaced owner.
     cx.owner.set(Owner::Thread);
     if let Some(settler) = SETTLER.get() {
