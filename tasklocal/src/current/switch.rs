@@ -105,11 +105,7 @@ pub(crate) fn entered_bridged<R>(frame: &mut Frame, f: impl FnOnce() -> R) -> R 
         displaced,
         bridges: bridge::Entered::default(),
     };
-    if entered.displaced.is_some() {
-        // On a panic, `entered` is dropped while unwinding: the bridges entered are
-        // exited and the switch undone.
-        bridge::resume(bridge::enter(&mut entered.bridges));
-    }
+    entered.enter_bridges();
     f()
 }
 
@@ -132,12 +128,20 @@ impl<'a> Entered<'a> {
             displaced,
             bridges: bridge::Entered::default(),
         };
-        if entered.displaced.is_some() && bridge::any() {
-            // On a panic, `entered` is dropped while unwinding: the bridges entered
-            // are exited and the switch undone.
-            bridge::resume(bridge::enter(&mut entered.bridges));
+        if bridge::any() {
+            entered.enter_bridges();
         }
         entered
+    }
+
+    /// Calls the registered bridges, if the frame was swapped in. On a panic, the
+    /// guard is dropped while unwinding: the bridges entered are exited and the switch
+    /// undone.
+    #[inline(always)]
+    fn enter_bridges(&mut self) {
+        if self.displaced.is_some() {
+            bridge::resume(bridge::enter(&mut self.bridges));
+        }
     }
 }
 

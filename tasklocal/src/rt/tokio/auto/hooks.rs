@@ -91,19 +91,18 @@ impl Registry {
     pub(super) fn before_poll(&self, id: Id) {
         let key = key(id);
         let cell = self.cell(key);
-        if cell.key.load(Ordering::Acquire) == key && !cell.take_hot() && pend_window(cell, id) {
+        let filed = cell.key.load(Ordering::Acquire) == key;
+        if filed && !cell.take_hot() && pend_window(cell, id) {
             return;
         }
-        self.open(id);
+        self.open(id, key, filed.then_some(cell));
     }
 
-    /// [`before_poll`](Registry::before_poll) of a window opened now: in the table,
-    /// or in the shards.
+    /// [`before_poll`](Registry::before_poll) of a window opened now: in the table
+    /// (`cell`, where the task is filed), or in the shards.
     #[inline(never)]
-    fn open(&self, id: Id) {
-        let key = key(id);
-        let cell = self.cell(key);
-        if cell.key.load(Ordering::Acquire) != key || !open_window(cell, key, id) {
+    fn open(&self, id: Id, key: u64, cell: Option<&'static Cell>) {
+        if !cell.is_some_and(|cell| open_window(cell, key, id)) {
             self.before_poll_shards(id, key);
         }
     }

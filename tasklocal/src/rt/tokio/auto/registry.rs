@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
-use std::sync::atomic::AtomicU8 as StdAtomicU8;
+use std::sync::atomic::{AtomicU8 as StdAtomicU8, Ordering::Relaxed};
 use std::sync::{PoisonError, TryLockError};
 
 use ::tokio::task::Id;
@@ -129,11 +129,10 @@ impl Cell {
     /// the poll down.
     #[inline(always)]
     pub(super) fn take_hot(&self) -> bool {
-        match self.hot.load(std::sync::atomic::Ordering::Relaxed) {
+        match self.hot.load(Relaxed) {
             0 => false,
             hot => {
-                self.hot
-                    .store(hot - 1, std::sync::atomic::Ordering::Relaxed);
+                self.hot.store(hot - 1, Relaxed);
                 true
             }
         }
@@ -142,8 +141,7 @@ impl Cell {
     /// Marks the task's next polls [hot](Cell::hot): its pending window was settled.
     #[inline]
     pub(super) fn heat(&self) {
-        self.hot
-            .store(HOT_POLLS, std::sync::atomic::Ordering::Relaxed);
+        self.hot.store(HOT_POLLS, Relaxed);
     }
 
     /// Locks the cell; poisoning is ignored (no code of ours panics holding it).
@@ -170,7 +168,7 @@ impl Cell {
         }
         *slot = Some(Held { frame, registry });
         // A new task: no hint from the cell's previous one.
-        self.hot.store(0, std::sync::atomic::Ordering::Relaxed);
+        self.hot.store(0, Relaxed);
         self.key.store(key, Ordering::Release);
         Ok(())
     }
@@ -215,7 +213,7 @@ impl Registry {
             shards: (0..SHARDS)
                 .map(|_| Shard(Mutex::new(Slots::default())))
                 .collect(),
-            id: NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            id: NEXT.fetch_add(1, Relaxed),
             after_poll_callback: true,
         }
     }
