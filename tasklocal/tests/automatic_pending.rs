@@ -250,11 +250,9 @@ fn a_task_ending_in_a_pending_window_is_torn_down_once() {
     rt.block_on(with_timeout(async {
         let tasks: Vec<_> = (0..TASKS)
             .map(|i| {
-                let (first, second) = (tx.clone(), tx.clone());
+                let tx = tx.clone();
                 tokio::spawn(async move {
-                    VALUE.set(Counted::new(i, &TALLY));
-                    tasklocal::at_exit(move || first.send((i, 2, tag(&VALUE))).unwrap());
-                    tasklocal::at_exit(move || second.send((i, 1, tag(&VALUE))).unwrap());
+                    support::automatic::set_with_two_handlers(i, &VALUE, &TALLY, &tx);
                     // The last poll starts pending and touches nothing.
                     idle_polls().await;
                     if i % 2 == 1 {
@@ -269,22 +267,7 @@ fn a_task_ending_in_a_pending_window_is_torn_down_once() {
         }
     }));
     drop(tx);
-    let mut order: std::collections::HashMap<u64, Vec<u32>> = Default::default();
-    for _ in 0..2 * TASKS {
-        let (i, n, seen) = rx
-            .recv_timeout(support::automatic::PATIENCE)
-            .expect("a handler did not run");
-        assert_eq!(
-            seen,
-            Some(i),
-            "a handler runs with its task's values readable"
-        );
-        order.entry(i).or_default().push(n);
-    }
-    assert!(
-        order.values().all(|o| o == &[1, 2]),
-        "handlers run last-first"
-    );
+    support::automatic::assert_handlers_ran(&rx, TASKS);
     TALLY.assert_all_dropped();
     assert_eq!(TALLY.created(), TASKS as usize);
     drop(rt);

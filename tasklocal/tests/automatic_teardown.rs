@@ -9,12 +9,12 @@
 
 mod support;
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::Mutex;
 
 use support::automatic::{
-    current_thread, multi_thread, tag, with_timeout, Counted, Tally, PATIENCE,
+    assert_handlers_ran, current_thread, multi_thread, set_with_two_handlers, tag, with_timeout,
+    Counted, Tally,
 };
 use tasklocal::Local;
 
@@ -31,11 +31,9 @@ fn teardown_on_completion() {
     rt.block_on(with_timeout(async {
         let tasks: Vec<_> = (0..TASKS)
             .map(|i| {
-                let (first, second) = (tx.clone(), tx.clone());
+                let tx = tx.clone();
                 tokio::spawn(async move {
-                    VALUE.set(Counted::new(i, &TALLY));
-                    tasklocal::at_exit(move || first.send((i, 2, tag(&VALUE))).unwrap());
-                    tasklocal::at_exit(move || second.send((i, 1, tag(&VALUE))).unwrap());
+                    set_with_two_handlers(i, &VALUE, &TALLY, &tx);
                     tokio::task::yield_now().await;
                 })
             })
@@ -45,17 +43,7 @@ fn teardown_on_completion() {
         }
     }));
     drop(tx);
-    let mut order: HashMap<u64, Vec<u32>> = HashMap::new();
-    for _ in 0..2 * TASKS {
-        let (i, n, seen) = rx.recv_timeout(PATIENCE).expect("a handler did not run");
-        assert_eq!(
-            seen,
-            Some(i),
-            "a handler runs with its task's values readable"
-        );
-        order.entry(i).or_default().push(n);
-    }
-    assert!(order.values().all(|o| o == &[1, 2]), "handlers run FILO");
+    assert_handlers_ran(&rx, TASKS);
     TALLY.assert_all_dropped();
     drop(rt);
     assert!(rx.try_recv().is_err(), "handlers run exactly once");

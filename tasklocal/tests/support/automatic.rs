@@ -115,3 +115,37 @@ pub async fn with_timeout<F: Future>(future: F) -> F::Output {
 pub fn tag(key: &'static Local<Counted>) -> Option<u64> {
     key.with(|v| v.map(|v| v.tag))
 }
+
+/// What an exit handler of [`set_with_two_handlers`] reports: the task's number, the
+/// handler's (2 was registered first), and the task's value the handler saw.
+pub type HandlerRun = (u64, u32, Option<u64>);
+
+/// In the current task: sets `value` to a counted value tagged `i` and registers two
+/// exit handlers that report on `tx`.
+pub fn set_with_two_handlers(
+    i: u64,
+    value: &'static Local<Counted>,
+    tally: &'static Tally,
+    tx: &std::sync::mpsc::Sender<HandlerRun>,
+) {
+    value.set(Counted::new(i, tally));
+    let (first, second) = (tx.clone(), tx.clone());
+    tasklocal::at_exit(move || first.send((i, 2, tag(value))).unwrap());
+    tasklocal::at_exit(move || second.send((i, 1, tag(value))).unwrap());
+}
+
+/// Waits for the handlers of `tasks` tasks set up by [`set_with_two_handlers`]:
+/// each ran with its task's value readable, the last registered first.
+pub fn assert_handlers_ran(rx: &std::sync::mpsc::Receiver<HandlerRun>, tasks: u64) {
+    let mut order: std::collections::HashMap<u64, Vec<u32>> = Default::default();
+    for _ in 0..2 * tasks {
+        let (i, n, seen) = rx.recv_timeout(PATIENCE).expect("a handler did not run");
+        assert_eq!(
+            seen,
+            Some(i),
+            "a handler runs with its task's values readable"
+        );
+        order.entry(i).or_default().push(n);
+    }
+    assert!(order.values().all(|o| o == &[1, 2]), "handlers run FILO");
+}
