@@ -61,6 +61,12 @@ fn local_set() {
 fn inheritable_get() -> Option<u64> {
     INHERITABLE.get()
 }
+/// A child `Task`'s read of a value it inherited, before it has a storage of its own
+/// (what a spawned task that reads its context does first).
+#[inline(never)]
+fn inherited_get() -> Option<u64> {
+    INHERITABLE.get()
+}
 #[inline(never)]
 fn inheritable_set() {
     INHERITABLE.set(black_box(2))
@@ -184,6 +190,9 @@ fn main() {
         calls(inheritable_set);
         calls(dynamic_get);
         calls(id);
+        // A child of this task, polled by hand (it completes in one poll).
+        let child = pin!(tasklocal::task(async { calls(inherited_get) }));
+        let _ = child.poll(&mut Context::from_waker(noop_waker_ref()));
     }));
     let yields = |set| Yields { left: N, set };
     polls(yields(false), poll_bare);

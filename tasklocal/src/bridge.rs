@@ -233,7 +233,11 @@ thread_local! {
 }
 
 /// Whether a bridge's `enter` or `exit` runs on this thread: owners switched now are
-/// entered with no bridge.
+/// entered with no bridge. For the bridges of this crate.
+#[cfg_attr(
+    not(any(feature = "log-mdc", feature = "opentelemetry")),
+    allow(dead_code)
+)]
 pub(crate) fn calling() -> bool {
     CALLING.try_with(Cell::get).unwrap_or(true)
 }

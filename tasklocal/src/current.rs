@@ -63,20 +63,25 @@ struct Context {
 
 /// The kind of the current owner; handed back and forth with its frame by [`swap_in`]
 /// and [`swap_out`].
+///
+/// The discriminants are ordered for [`unchecked`]: the owners whose frame an access
+/// may use without asking the isolation rule come first, so that the test is one
+/// comparison with the `tokio` feature and without.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(u8)]
 pub(crate) enum Owner {
-    /// The thread itself.
-    Thread,
-    /// The thread, after its storage was torn down at thread exit.
-    ThreadGone,
     /// A task, a snapshot run: anything with its own lifetime.
-    Scoped,
+    Scoped = 0,
+    /// The thread itself.
+    Thread = 1,
+    /// The thread, after its storage was torn down at thread exit.
+    ThreadGone = 2,
     /// The thread's frame is in `CONTEXT`, but a task of a runtime in automatic mode
     /// is being polled, whose frame has not been swapped in yet: automatic mode
     /// switches owners lazily ([`pend`]), so that a poll that never touches the API
     /// costs no lock. The first access that needs an owner settles it
     /// ([`settle_if_pending`]).
-    Pending,
+    Pending = 3,
 }
 
 /// One owner's state: its storage once created, and until then what it inherited.
@@ -166,15 +171,30 @@ fn here<'a>(frame: &'a Frame, owner: Owner) -> Here<'a> {
     }
 }
 
-/// The frame of a scoped owner (a `Task`, a snapshot run, a task in automatic mode),
-/// which needs no [`decide`]: no isolation rule applies to it. `None` when the current
-/// owner is a thread. It makes no call, so a caller whose hit path is this needs no
-/// stack frame.
+/// Whether an access may use the frame of `owner` without [`decide`]: a scoped owner
+/// (a `Task`, a snapshot run, a task in automatic mode), to which no isolation rule
+/// applies; and, without the `tokio` feature, where there is no isolation rule to
+/// ask, the thread too. One comparison either way (see [`Owner`]'s discriminants).
+#[inline(always)]
+fn unchecked(owner: Owner) -> bool {
+    #[cfg(feature = "tokio")]
+    {
+        owner == Owner::Scoped
+    }
+    #[cfg(not(feature = "tokio"))]
+    {
+        owner as u8 <= Owner::Thread as u8
+    }
+}
+
+/// The frame of an owner that needs no [`decide`] ([`unchecked`]): a scoped owner,
+/// or, without the `tokio` feature, the thread. `None` for any other owner. It makes
+/// no call, so a caller whose hit path is this needs no stack frame.
 #[inline(always)]
 fn with_scoped<R>(f: impl FnOnce(&Frame) -> Option<R>) -> Option<R> {
     CONTEXT
         .try_with(|cx| {
-            if cx.owner.get() != Owner::Scoped {
+            if !unchecked(cx.owner.get()) {
                 return None;
             }
             let frame = cx.frame.try_borrow().ok()?;

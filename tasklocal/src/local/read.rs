@@ -215,22 +215,51 @@ impl<T: Send + Clone + 'static> Local<T> {
         }
     }
 
-    /// [`get`](Self::get) when the scoped fast path misses.
+    /// [`get`](Self::get) when the scoped fast path misses: to the fast path of the
+    /// common miss of the key's kind. Only tail calls, so it needs no stack frame.
     #[inline(never)]
     #[track_caller]
     pub(super) fn get_miss(&'static self) -> Option<T> {
-        // The fast path of a thread's own storage, written out here rather than reached
-        // through `try_get_miss`: one call less on the path of every read outside a
-        // `Task`. Not for an inheritable key: a child that reads what it inherited
-        // (the common miss inside a task) finds it in `try_get_miss` without asking
-        // tokio anything.
-        if let (Some(index), false) = (self.index.assigned(), self.is_inheritable()) {
-            let thread =
-                current::with_storage_outside_tokio(|storage| self.read_in(storage, index));
-            if let Some(value) = thread {
-                return Some(value);
-            }
+        match self.index.assigned() {
+            Some(index) if self.is_inheritable() => self.get_inherited_miss(index),
+            Some(index) => self.get_thread_miss(index),
+            None => self.get_general(),
         }
+    }
+
+    /// [`get_miss`](Self::get_miss) of a non-inheritable key: a read outside any
+    /// `Task`, from the thread's own storage (after asking tokio that no plain tokio
+    /// task runs here), written out here rather than reached through `try_get_miss`.
+    #[inline(never)]
+    #[track_caller]
+    fn get_thread_miss(&'static self, index: usize) -> Option<T> {
+        let thread =
+            current::with_storage_outside_tokio(|storage| self.read_local_in(storage, index));
+        if thread.is_some() {
+            return thread;
+        }
+        self.get_general()
+    }
+
+    /// [`get_miss`](Self::get_miss) of an inheritable key. A child that reads what it
+    /// inherited, before it has a storage of its own (the common miss inside a task),
+    /// finds it straight in its seed, without asking tokio anything.
+    #[inline(never)]
+    #[track_caller]
+    fn get_inherited_miss(&'static self, index: usize) -> Option<T> {
+        let seeded = self.with_scoped_entry(index, |entry| entry.get::<T>().cloned());
+        if seeded.is_some() {
+            return seeded;
+        }
+        self.get_general()
+    }
+
+    /// [`get`](Self::get) past its fast paths: [`try_get_miss`](Self::try_get_miss),
+    /// panicking on an error. Out of line, so that the misses above reach it by a tail
+    /// call and need no stack of their own for its result.
+    #[inline(never)]
+    #[track_caller]
+    fn get_general(&'static self) -> Option<T> {
         match self.try_get_miss() {
             Ok(value) => value,
             Err(err) => panic_access(err),
@@ -289,9 +318,15 @@ impl<T: Send + Clone + 'static> Local<T> {
             let inherited = storage.inheritables().try_borrow().ok()?;
             inherited.as_ref()?.get(index)?.get::<T>().cloned()
         } else {
-            let slot = storage.locals().get_inline(index)?.try_borrow().ok()?;
-            slot.as_ref()?.downcast_ref::<T>().cloned()
+            self.read_local_in(storage, index)
         }
+    }
+
+    /// [`read_in`](Self::read_in) of a key known not to be inheritable.
+    #[inline(always)]
+    fn read_local_in(&self, storage: &Storage, index: usize) -> Option<T> {
+        let slot = storage.locals().get_inline(index)?.try_borrow().ok()?;
+        slot.as_ref()?.downcast_ref::<T>().cloned()
     }
 
     #[inline(never)]

@@ -90,7 +90,7 @@ pub(crate) fn run_program(workspace: &Path, target: &Path, bin: &str, args: &[&s
 
 /// What `examples/hotpath.rs` calls, and how many times: the instructions of one call
 /// are the function's inclusive count divided by this.
-pub(crate) const HOTPATH: [(&str, f64); 18] = [
+pub(crate) const HOTPATH: [(&str, f64); 19] = [
     ("std_get", 1e6),
     ("std_set", 1e6),
     ("tokio_get", 1e6),
@@ -98,6 +98,7 @@ pub(crate) const HOTPATH: [(&str, f64); 18] = [
     ("local_set", 1e6),
     ("inheritable_get", 1e6),
     ("inheritable_set", 1e6),
+    ("inherited_get", 1e6),
     ("dynamic_get", 1e6),
     ("id", 1e6),
     ("poll_bare", 1e6),
