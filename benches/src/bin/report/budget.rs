@@ -361,6 +361,16 @@ impl Report<'_> {
                 &format!("{bench} core`"),
             ),
             ratio(
+                "8b Local::get on a thread, no tokio feature",
+                "… the same, tasklocal with its default features (no `tokio`: no plain tokio task to ask about)",
+                "get_u64_without_tokio/tasklocal_on_thread",
+                "get_u64_without_tokio/std_thread_local_cell",
+                2.0,
+                self.count("lean", "thread_owner_get"),
+                self.count("lean", "std_get"),
+                "`cargo bench -p tasklocal-benches-lean`",
+            ),
+            ratio(
                 "8b mdc::insert vs HashMap insert",
                 "`mdc::insert` replacing one of 4 fields vs `thread_local!` `RefCell<HashMap<String, String>>` insert",
                 "request/mdc/insert_replace/tasklocal_mdc",

@@ -21,8 +21,8 @@
 //!   of a shared machine only ever inflates a median;
 //! * `--tasks N`: idle tasks for the memory measurement (default 1,000,000);
 //! * `--no-callgrind`: skip the instruction counts (taken when `valgrind` is installed:
-//!   `examples/hotpath.rs`, `examples/hotpath_request.rs` and `examples/hotpath_bridge.rs`
-//!   under callgrind);
+//!   `examples/hotpath.rs`, `examples/hotpath_request.rs`, `examples/hotpath_bridge.rs`
+//!   and `lean/examples/hotpath_lean.rs` under callgrind);
 //! * `--only a,b`: run only these criterion benches (e.g. `request,core`), not the
 //!   memory and spawn programs; the other results are those of the last run, from disk
 //!   (say so when publishing);
@@ -305,7 +305,8 @@ struct Report<'a> {
     /// The interleaved spawn + await rounds of `src/bin/spawn.rs`.
     spawn: Value,
     instructions: Value,
-    /// `examples/hotpath_request.rs` and `examples/hotpath_bridge.rs` under callgrind.
+    /// `examples/hotpath_request.rs`, `examples/hotpath_bridge.rs` and
+    /// `lean/examples/hotpath_lean.rs` under callgrind.
     request_instructions: Value,
     /// `src/bin/e2e.rs`: axum under loopback load.
     e2e: Value,

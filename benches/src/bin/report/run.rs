@@ -8,10 +8,21 @@ use serde_json::Value;
 
 use crate::Options;
 
-/// The benches of this crate that need no special build, in report order.
-pub(crate) const BENCHES: [&str; 5] = ["core", "overhead", "mdc", "http", "request"];
+/// The benches that need no special build, in report order: this crate's, and `lean`
+/// of `tasklocal-benches-lean` (tasklocal with its default features, no `tokio`).
+pub(crate) const BENCHES: [&str; 6] = ["core", "overhead", "mdc", "http", "request", "lean"];
 /// The benches of the budget lines: run `--repeat` times, the lower median counts.
-pub(crate) const REPEATED: [&str; 2] = ["core", "overhead"];
+pub(crate) const REPEATED: [&str; 3] = ["core", "overhead", "lean"];
+
+/// The package that has `bench` (or `example`): built on its own, so that its features
+/// are its own.
+fn package(bench: &str) -> &'static str {
+    if bench.contains("lean") {
+        "tasklocal-benches-lean"
+    } else {
+        "tasklocal-benches"
+    }
+}
 
 pub(crate) fn cargo() -> Command {
     Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
@@ -38,7 +49,7 @@ pub(crate) fn cargo_bench(
     );
     let mut cmd = cargo();
     cmd.current_dir(workspace)
-        .args(["bench", "-p", "tasklocal-benches", "--bench", bench, "--"])
+        .args(["bench", "-p", package(bench), "--bench", bench, "--"])
         .args(filter)
         .args([
             "--noplot",
@@ -147,11 +158,22 @@ pub(crate) const HOTPATH_BRIDGE: [(&str, f64); 3] = [
     ("poll_task_bridged", 1e6),
 ];
 
-/// The per-request and bridge counts: `{"request": {..}, "bridge": {..}}`.
+/// What `examples/hotpath_lean.rs` of `tasklocal-benches-lean` (no `tokio`) calls:
+/// 1,000,000 times each.
+pub(crate) const HOTPATH_LEAN: [(&str, f64); 4] = [
+    ("std_get", 1e6),
+    ("thread_owner_get", 1e6),
+    ("thread_owner_inheritable_get", 1e6),
+    ("thread_owner_set", 1e6),
+];
+
+/// The per-request, bridge and no-`tokio` counts:
+/// `{"request": {..}, "bridge": {..}, "lean": {..}}`.
 pub(crate) fn run_callgrind_request(workspace: &Path, target: &Path) -> Option<Value> {
     let request = run_callgrind_example(workspace, target, "hotpath_request", &HOTPATH_REQUEST)?;
     let bridge = run_callgrind_example(workspace, target, "hotpath_bridge", &HOTPATH_BRIDGE)?;
-    Some(serde_json::json!({ "request": request, "bridge": bridge }))
+    let lean = run_callgrind_example(workspace, target, "hotpath_lean", &HOTPATH_LEAN)?;
+    Some(serde_json::json!({ "request": request, "bridge": bridge, "lean": lean }))
 }
 
 /// Runs `src/bin/e2e.rs` (axum under loopback load); with `automatic`, built with
@@ -210,7 +232,7 @@ fn run_callgrind_example(
             "--profile",
             "bench",
             "-p",
-            "tasklocal-benches",
+            package(example),
             "--example",
             example,
         ])
