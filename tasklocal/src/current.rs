@@ -64,7 +64,7 @@ struct Context {
 /// The kind of the current owner; handed back and forth with its frame by [`swap_in`]
 /// and [`swap_out`].
 ///
-/// The discriminants are ordered for [`unchecked`]: the owners whose frame an access
+/// The discriminants are ordered for [`is_direct`]: the owners whose frame an access
 /// may use without asking the isolation rule come first, so that the test is one
 /// comparison with the `tokio` feature and without.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -148,7 +148,7 @@ fn denied_to_foreign_task(owner: Owner) -> bool {
 /// Decides which owner is current for the code running here: the frame in `CONTEXT`
 /// and its kind, or why it may not be used ([`Kind::Borrowed`] while an owner is
 /// being switched or emptied, [`Kind::NoStorage`] by [the isolation
-/// rule](denied_to_foreign_task)). Every access but the scoped fast paths goes through it.
+/// rule](denied_to_foreign_task)). Every access but the direct fast paths goes through it.
 #[inline(always)]
 fn decide(cx: &Context) -> Result<(Ref<'_, ManuallyDrop<Frame>>, Owner), Kind> {
     let owner = settle_if_pending(cx);
@@ -171,12 +171,13 @@ fn here<'a>(frame: &'a Frame, owner: Owner) -> Here<'a> {
     }
 }
 
-/// Whether an access may use the frame of `owner` without [`decide`]: a scoped owner
-/// (a `Task`, a snapshot run, a task in automatic mode), to which no isolation rule
-/// applies; and, without the `tokio` feature, where there is no isolation rule to
-/// ask, the thread too. One comparison either way (see [`Owner`]'s discriminants).
+/// Whether `owner` is *direct*: an access may use its frame without [`decide`]. A
+/// scoped owner (a `Task`, a snapshot run, a task in automatic mode) is, as no
+/// isolation rule applies to it; without the `tokio` feature, where there is no
+/// plain tokio task to keep out, the thread is too. One comparison either way (see
+/// [`Owner`]'s discriminants).
 #[inline(always)]
-fn unchecked(owner: Owner) -> bool {
+fn is_direct(owner: Owner) -> bool {
     #[cfg(feature = "tokio")]
     {
         owner == Owner::Scoped
@@ -187,14 +188,14 @@ fn unchecked(owner: Owner) -> bool {
     }
 }
 
-/// The frame of an owner that needs no [`decide`] ([`unchecked`]): a scoped owner,
-/// or, without the `tokio` feature, the thread. `None` for any other owner. It makes
-/// no call, so a caller whose hit path is this needs no stack frame.
+/// The frame of a [direct](is_direct) owner: a scoped owner, or, without the `tokio`
+/// feature, the thread. `None` for any other owner. It makes no call, so a caller
+/// whose hit path is this needs no stack frame.
 #[inline(always)]
-fn with_scoped<R>(f: impl FnOnce(&Frame) -> Option<R>) -> Option<R> {
+fn with_direct<R>(f: impl FnOnce(&Frame) -> Option<R>) -> Option<R> {
     CONTEXT
         .try_with(|cx| {
-            if !unchecked(cx.owner.get()) {
+            if !is_direct(cx.owner.get()) {
                 return None;
             }
             let frame = cx.frame.try_borrow().ok()?;
@@ -232,24 +233,25 @@ pub(crate) fn read<R>(f: impl FnOnce(Here<'_>) -> R) -> R {
     f.or(result.ok().flatten(), |f| f(Here::Denied(Kind::Destroyed)))
 }
 
-/// The fast path of accessors inside a scoped owner (a `Task`, a snapshot run, a task
-/// in automatic mode): `f` with its storage. `None` when the current owner is a thread
-/// (its storage is only used after asking tokio that no plain tokio task runs here:
-/// [`with_storage`]) or has no storage yet. It makes no call, so a caller whose hit
-/// path is this needs no stack frame.
+/// The fast path of accessors inside a [direct](is_direct) owner (a `Task`, a
+/// snapshot run, a task in automatic mode; the thread without the `tokio` feature):
+/// `f` with its storage. `None` when the current owner is not direct (with `tokio`, a
+/// thread's storage is only used after asking tokio that no plain tokio task runs
+/// here: [`with_storage`]) or has no storage yet. It makes no call, so a caller whose
+/// hit path is this needs no stack frame.
 #[inline(always)]
-pub(crate) fn with_scoped_storage<R>(f: impl FnOnce(&Storage) -> Option<R>) -> Option<R> {
-    with_scoped(|frame| f(frame.storage.as_deref()?))
+pub(crate) fn with_direct_storage<R>(f: impl FnOnce(&Storage) -> Option<R>) -> Option<R> {
+    with_direct(|frame| f(frame.storage.as_deref()?))
 }
 
-/// The fast path of reads inside a scoped owner: `f` with the owner's storage, or,
+/// The fast path of reads inside a [direct](is_direct) owner: `f` with its storage, or,
 /// while it has none, with the seed it inherited (so a child that only reads what it
-/// inherited never creates a storage). `None` like [`with_scoped_storage`].
+/// inherited never creates a storage). `None` like [`with_direct_storage`].
 #[inline(always)]
-pub(crate) fn with_scoped_frame<R>(
+pub(crate) fn with_direct_frame<R>(
     f: impl FnOnce(Result<&Storage, &Inheritables>) -> Option<R>,
 ) -> Option<R> {
-    with_scoped(|frame| match &*frame.storage {
+    with_direct(|frame| match &*frame.storage {
         Some(storage) => f(Ok(storage)),
         None => f(Err(frame.seed.as_ref()?)),
     })
@@ -265,7 +267,7 @@ pub(crate) fn with_storage<R>(f: impl FnOnce(&Storage) -> Option<R>) -> Option<R
             // is served by this fast path rather than the general one.
             settle_if_pending(cx);
             // [`decide`] with the storage looked at first: one instruction less on
-            // the path of every read that misses the scoped fast path.
+            // the path of every read that misses the direct fast path.
             let frame = cx.frame.try_borrow().ok()?;
             let storage = frame.storage.as_deref()?;
             if denied_to_foreign_task(cx.owner.get()) {
@@ -306,12 +308,12 @@ pub(crate) fn with_storage_outside_tokio<R>(f: impl FnOnce(&Storage) -> Option<R
 /// or what it inherited if it has none yet.
 #[inline]
 pub(crate) fn capture() -> Option<Inheritables> {
-    // Fast path, with no call on the way: a scoped owner.
-    let scoped = with_scoped(|frame| match &*frame.storage {
+    // Fast path, with no call on the way: a direct owner.
+    let direct = with_direct(|frame| match &*frame.storage {
         Some(storage) => storage.capture_unlent(),
         None => Some(frame.seed.clone()),
     });
-    match scoped {
+    match direct {
         Some(inherited) => inherited,
         None => capture_miss(),
     }

@@ -64,7 +64,7 @@ pub fn try_set<K: Key, V: Send + 'static>(key: K, value: V) -> Result<(), Access
 /// ```
 #[inline(always)]
 pub fn get<K: Key, V: Clone + 'static>(key: &K) -> Option<V> {
-    match current::with_scoped_storage(|storage| Some(lookup(storage, key))) {
+    match current::with_direct_storage(|storage| Some(lookup(storage, key))) {
         Some(value) => value,
         // A tail call: the hit path makes no call and needs no stack frame.
         None => get_miss(key),

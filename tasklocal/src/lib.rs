@@ -197,12 +197,14 @@
 //! [`thread`], [`mdc`], `log`, `tracing`, `http` — sit on top and only call down.
 //!
 //! The path of `Local::get` of a value inside a [`Task`]: the key's index (one relaxed
-//! atomic load) → `current::with_scoped_storage` (the current owner is a `Task`: its
+//! atomic load) → `current::with_direct_storage` (the current owner is a `Task`: its
 //! storage) → the key's cell (one of 8 inline cells, or the inheritable table's entry)
-//! → a clone. A hit makes no call. Anything else leaves the inlined path once: a
-//! thread owner's value is read there the same way, after asking tokio whether a
-//! plain tokio task runs (the isolation rule); what remains goes to `local/slot.rs`,
-//! which asks `current::read` (built on `decide`) what the current owner has.
+//! → a clone. A hit makes no call. Without the `tokio` feature a thread owner's value
+//! takes this same path. Anything else leaves the inlined path once: a child's
+//! inherited value is read from its seed, and, with `tokio`, a thread owner's value
+//! the same way as a `Task`'s after asking tokio whether a plain tokio task runs (the
+//! isolation rule); what remains goes to `local/slot.rs`, which asks `current::read`
+//! (built on `decide`) what the current owner has.
 //!
 //! # Limitations
 //!
@@ -375,14 +377,14 @@ pub fn try_unload() -> Result<(), AccessError> {
 #[inline(always)]
 #[track_caller]
 pub fn id() -> TaskId {
-    match current::with_scoped_storage(|storage| Some(storage.id())) {
+    match current::with_direct_storage(|storage| Some(storage.id())) {
         Some(id) => id,
         // A tail call: the hit path makes no call and needs no stack frame.
         None => id_miss(),
     }
 }
 
-/// [`id`] when the scoped fast path misses.
+/// [`id`] when the direct fast path misses.
 #[inline(never)]
 #[track_caller]
 fn id_miss() -> TaskId {

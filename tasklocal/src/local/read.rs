@@ -79,7 +79,7 @@ impl<T: Send + 'static> Local<T> {
     ) -> Result<R, AccessError> {
         let mut f = Some(f);
         if let Some(index) = self.index.assigned() {
-            let fast = self.with_scoped_entry(index, |entry| {
+            let fast = self.with_direct_entry(index, |entry| {
                 // Looked at before `f` is taken: with no value, `f` goes to `try_with`.
                 let value = entry.get::<T>()?;
                 Some(f.take()?(Some(value)))
@@ -108,7 +108,7 @@ impl<T: Send + 'static> Local<T> {
         if let Some(index) = self.index.assigned() {
             // A value of this key, ready to read (not lent out, not to fork).
             let entry =
-                self.with_scoped_entry(index, |entry| entry.get::<T>().map(|_| entry.clone()));
+                self.with_direct_entry(index, |entry| entry.get::<T>().map(|_| entry.clone()));
             if let Some(entry) = entry {
                 return Ok(f(entry.get::<T>()));
             }
@@ -116,18 +116,19 @@ impl<T: Send + 'static> Local<T> {
         self.try_with(f)
     }
 
-    /// `look` at this inheritable key's entry in the current scoped owner: in its table
-    /// of inheritable values, or, while it has no storage, in the seed it inherited.
-    /// `None` when the owner is a thread, the table is borrowed, or there is no entry.
-    /// The one way the in-place readers (`with_in_place`, `with_shared`, a child's
-    /// first read in `try_get_miss`) find an entry.
+    /// `look` at this inheritable key's entry in the current direct owner (a scoped
+    /// owner; without the `tokio` feature, also the thread): in its table of
+    /// inheritable values, or, while it has no storage, in the seed it inherited.
+    /// `None` when the owner is not direct, the table is borrowed, or there is no
+    /// entry. The one way the in-place readers (`with_in_place`, `with_shared`, a
+    /// child's first read in `get_inherited_miss` and `try_get_miss`) find an entry.
     #[inline(always)]
-    fn with_scoped_entry<R>(
+    fn with_direct_entry<R>(
         &self,
         index: usize,
         look: impl FnOnce(&Entry) -> Option<R>,
     ) -> Option<R> {
-        current::with_scoped_frame(|frame| match frame {
+        current::with_direct_frame(|frame| match frame {
             Ok(storage) => look(
                 storage
                     .inheritables()
@@ -208,14 +209,14 @@ impl<T: Send + Clone + 'static> Local<T> {
     #[inline(always)]
     #[track_caller]
     pub fn get(&'static self) -> Option<T> {
-        match self.get_scoped() {
+        match self.get_direct() {
             Some(value) => Some(value),
             // A tail call: the hit path makes no call and needs no stack frame.
             None => self.get_miss(),
         }
     }
 
-    /// [`get`](Self::get) when the scoped fast path misses: to the fast path of the
+    /// [`get`](Self::get) when the direct fast path misses: to the fast path of the
     /// common miss of the key's kind. Only tail calls, so it needs no stack frame.
     #[inline(never)]
     #[track_caller]
@@ -247,7 +248,7 @@ impl<T: Send + Clone + 'static> Local<T> {
     #[inline(never)]
     #[track_caller]
     fn get_inherited_miss(&'static self, index: usize) -> Option<T> {
-        let seeded = self.with_scoped_entry(index, |entry| entry.get::<T>().cloned());
+        let seeded = self.with_direct_entry(index, |entry| entry.get::<T>().cloned());
         if seeded.is_some() {
             return seeded;
         }
@@ -266,12 +267,13 @@ impl<T: Send + Clone + 'static> Local<T> {
         }
     }
 
-    /// The value, if the current owner is a `Task` (or any scoped owner) whose storage
-    /// holds it.
+    /// The value, if the current owner is a `Task` (or any [direct](crate::current)
+    /// owner: any scoped owner, and without the `tokio` feature the thread) whose
+    /// storage holds it.
     #[inline(always)]
-    pub(super) fn get_scoped(&'static self) -> Option<T> {
+    pub(super) fn get_direct(&'static self) -> Option<T> {
         let index = self.index.assigned()?;
-        current::with_scoped_storage(|storage| self.read_in(storage, index))
+        current::with_direct_storage(|storage| self.read_in(storage, index))
     }
 
     /// Like [`get`](Self::get), returning an error instead of panicking (when the value
@@ -283,13 +285,13 @@ impl<T: Send + Clone + 'static> Local<T> {
     /// ```
     #[inline(always)]
     pub fn try_get(&'static self) -> Result<Option<T>, AccessError> {
-        match self.get_scoped() {
+        match self.get_direct() {
             Some(value) => Ok(Some(value)),
             None => self.try_get_miss(),
         }
     }
 
-    /// [`try_get`](Self::try_get) past the scoped fast path: the fast path of any
+    /// [`try_get`](Self::try_get) past the direct fast path: the fast path of any
     /// owner (a thread's storage, after checking that no plain tokio task runs), then
     /// the general path.
     #[inline(never)]
@@ -299,7 +301,7 @@ impl<T: Send + Clone + 'static> Local<T> {
             // A scoped owner with no storage yet (a child that only reads what it
             // inherited): straight from its seed.
             // A value to fork, or none: the general path.
-            let seeded = self.with_scoped_entry(index, |entry| entry.get::<T>().cloned());
+            let seeded = self.with_direct_entry(index, |entry| entry.get::<T>().cloned());
             if let Some(value) = seeded {
                 return Ok(Some(value));
             }

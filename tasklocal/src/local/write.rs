@@ -54,7 +54,7 @@ impl<T: Send + 'static> Local<T> {
         }
     }
 
-    /// [`set`](Self::set) when the scoped fast path misses.
+    /// [`set`](Self::set) when the direct fast path misses.
     #[inline(never)]
     #[track_caller]
     pub(super) fn set_miss(&'static self, value: T) {
@@ -75,9 +75,9 @@ impl<T: Send + 'static> Local<T> {
         // Two closures, the key's kind decided outside them: one closure with the branch
         // inside compiled to a path 24 instructions longer.
         let old = if self.is_inheritable() {
-            current::with_scoped_storage(|storage| replace_inheritable(storage, index, &mut value))
+            current::with_direct_storage(|storage| replace_inheritable(storage, index, &mut value))
         } else {
-            current::with_scoped_storage(|storage| replace_local(storage, index, &mut value))
+            current::with_direct_storage(|storage| replace_local(storage, index, &mut value))
         };
         // Not `Once`: its `or` here compiled to 8 more instructions a `set`.
         match (old, value) {
@@ -88,7 +88,7 @@ impl<T: Send + 'static> Local<T> {
         }
     }
 
-    /// [`try_set`](Self::try_set) past the scoped fast path: the fast path of any owner,
+    /// [`try_set`](Self::try_set) past the direct fast path: the fast path of any owner,
     /// then the general path.
     #[inline(never)]
     pub(super) fn try_set_miss(&'static self, value: T) -> Result<(), AccessError> {
@@ -320,7 +320,7 @@ impl<T: Send + 'static> Local<T> {
             return Err(value);
         }
         let mut value = Some(value);
-        let old = current::with_scoped_storage(|storage| {
+        let old = current::with_direct_storage(|storage| {
             let mut slot = storage.locals().get_inline(index)?.try_borrow_mut().ok()?;
             match slot.as_mut() {
                 Some(present) => {
@@ -376,7 +376,7 @@ impl<T: Send + 'static> RestoreScoped<T> {
         let mut put = false;
         // What the scope bound comes back out and is dropped after the closure, with
         // no borrow held: its `Drop` may use the API.
-        let bound = current::with_scoped_storage(|storage| {
+        let bound = current::with_direct_storage(|storage| {
             let mut slot = storage.locals().get_inline(index)?.try_borrow_mut().ok()?;
             put = true;
             Some(
