@@ -103,16 +103,20 @@ pin_project_lite::pin_project! {
 impl<F: Future> Future for Shaped<F> {
     type Output = F::Output;
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        let mut this = self.project();
-        let poll = match this.future.as_mut().as_pin_mut() {
-            Some(future) => future.poll(cx),
-            None => panic!("polled after completion"),
-        };
-        if poll.is_ready() {
-            this.future.set(None);
-        }
-        poll
+        poll_option(self.project().future, cx)
     }
+}
+
+/// Polls the future in `slot` and drops it in place once it is ready, as `Task` does.
+fn poll_option<F: Future>(mut slot: Pin<&mut Option<F>>, cx: &mut Context<'_>) -> Poll<F::Output> {
+    let poll = match slot.as_mut().as_pin_mut() {
+        Some(future) => future.poll(cx),
+        None => panic!("polled after completion"),
+    };
+    if poll.is_ready() {
+        slot.set(None);
+    }
+    poll
 }
 
 #[inline(never)]
@@ -142,15 +146,7 @@ pin_project_lite::pin_project! {
 impl<F: Future> Future for OptionOnly<F> {
     type Output = F::Output;
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        let mut this = self.project();
-        let poll = match this.future.as_mut().as_pin_mut() {
-            Some(future) => future.poll(cx),
-            None => panic!("polled after completion"),
-        };
-        if poll.is_ready() {
-            this.future.set(None);
-        }
-        poll
+        poll_option(self.project().future, cx)
     }
 }
 
