@@ -25,9 +25,6 @@
 //!
 //! * `data_16_bytes`: a future carrying 16 bytes, no drop glue;
 //! * `drop_glue`: a future carrying a value with a `Drop`;
-//! * `option_only`: `Task`'s `Option<F>` alone (one byte here), no other field;
-//! * `fields_only`: `Task`'s two pointer fields beside the future (24 bytes), no
-//!   `Option`, no `Drop`: what the size alone costs;
 //! * `task_shaped_no_switch`: a wrapper shaped like `Task` (`Option<F>`, two
 //!   pointers, one of them an `Option<Arc>`, a `PinnedDrop`) that polls its future
 //!   with no switch;
@@ -103,20 +100,16 @@ pin_project_lite::pin_project! {
 impl<F: Future> Future for Shaped<F> {
     type Output = F::Output;
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        poll_option(self.project().future, cx)
+        let mut this = self.project();
+        let poll = match this.future.as_mut().as_pin_mut() {
+            Some(future) => future.poll(cx),
+            None => panic!("polled after completion"),
+        };
+        if poll.is_ready() {
+            this.future.set(None);
+        }
+        poll
     }
-}
-
-/// Polls the future in `slot` and drops it in place once it is ready, as `Task` does.
-fn poll_option<F: Future>(mut slot: Pin<&mut Option<F>>, cx: &mut Context<'_>) -> Poll<F::Output> {
-    let poll = match slot.as_mut().as_pin_mut() {
-        Some(future) => future.poll(cx),
-        None => panic!("polled after completion"),
-    };
-    if poll.is_ready() {
-        slot.set(None);
-    }
-    poll
 }
 
 #[inline(never)]
@@ -132,54 +125,6 @@ fn drop_glue() -> JoinHandle<()> {
     let value = WithDrop(black_box(1));
     tokio::spawn(async move {
         black_box(&value);
-    })
-}
-
-pin_project_lite::pin_project! {
-    /// `Task`'s `Option<F>` alone.
-    struct OptionOnly<F> {
-        #[pin]
-        future: Option<F>,
-    }
-}
-
-impl<F: Future> Future for OptionOnly<F> {
-    type Output = F::Output;
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        poll_option(self.project().future, cx)
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// `Task`'s two pointer fields beside the future, and nothing else.
-    struct FieldsOnly<F> {
-        #[pin]
-        future: F,
-        storage: Option<Box<u64>>,
-        seed: Option<Arc<u64>>,
-    }
-}
-
-impl<F: Future> Future for FieldsOnly<F> {
-    type Output = F::Output;
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        self.project().future.poll(cx)
-    }
-}
-
-#[inline(never)]
-fn option_only() -> JoinHandle<()> {
-    tokio::spawn(OptionOnly {
-        future: Some(async {}),
-    })
-}
-
-#[inline(never)]
-fn fields_only() -> JoinHandle<()> {
-    tokio::spawn(FieldsOnly {
-        future: async {},
-        storage: None,
-        seed: None,
     })
 }
 
@@ -238,7 +183,7 @@ const VARIANTS: [Variant; 6] = [
 ];
 
 /// `--shapes`: `tokio::spawn` first, the baseline of every ratio.
-const SHAPES: [Variant; 8] = [
+const SHAPES: [Variant; 6] = [
     Variant {
         name: "tokio_spawn",
         values: 8,
@@ -253,16 +198,6 @@ const SHAPES: [Variant; 8] = [
         name: "drop_glue",
         values: 8,
         spawn: drop_glue,
-    },
-    Variant {
-        name: "option_only",
-        values: 8,
-        spawn: option_only,
-    },
-    Variant {
-        name: "fields_only",
-        values: 8,
-        spawn: fields_only,
     },
     Variant {
         name: "task_shaped_no_switch",

@@ -35,7 +35,7 @@ pub(crate) fn set_settler(settler: Settler) {
 pub(crate) fn capture_of(frame: &Frame) -> Option<Inheritables> {
     match &*frame.storage {
         Some(storage) => storage.capture(),
-        None => Option::clone(&frame.seed),
+        None => frame.seed.clone(),
     }
 }
 
