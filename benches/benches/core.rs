@@ -172,6 +172,10 @@ fn get(c: &mut Criterion) {
     LOCAL.set(1);
     let f: fn() -> Option<u64> = black_box(local_get);
     g.bench_function("tasklocal_on_thread", |b| b.iter(f));
+    // What the isolation rule asks first on every thread-owner access (with the
+    // `tokio` feature): whether a plain tokio task runs here.
+    let f: fn() -> Option<tokio::task::Id> = black_box(tokio_try_id);
+    g.bench_function("tokio_try_id_on_thread", |b| b.iter(f));
     if cfg!(tokio_unstable) {
         let rt = runtime(true);
         g.bench_function("tasklocal_automatic", |b| {

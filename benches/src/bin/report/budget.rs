@@ -339,6 +339,22 @@ impl Report<'_> {
             .map(|(a, b)| a / b);
         let bench = "`cargo bench -p tasklocal-benches --bench";
         let unstable = "`RUSTFLAGS=\"--cfg tokio_unstable\" cargo bench -p tasklocal-benches --bench automatic`";
+        let mut thread_line = ratio(
+            "8b Local::get on a thread vs Cell::get",
+            "`Local::get` on a thread owner vs std `thread_local!` `Cell::get`",
+            "get_u64/tasklocal_on_thread",
+            "get_u64/std_thread_local_cell",
+            2.0,
+            r("thread_owner_get"),
+            r("std_get"),
+            &format!("{bench} core`"),
+        );
+        // The floor with `tokio`: the isolation rule's question alone.
+        thread_line.detail = format!(
+            "{}; tokio's `try_id` alone, asked first on every access: {}",
+            thread_line.detail,
+            self.ns("get_u64/tokio_try_id_on_thread")
+        );
         vec![
             ratio(
                 "8b Local::scope vs tokio sync_scope",
@@ -350,16 +366,7 @@ impl Report<'_> {
                 r("tokio_sync_scope"),
                 &format!("{bench} core`"),
             ),
-            ratio(
-                "8b Local::get on a thread vs Cell::get",
-                "`Local::get` on a thread owner vs std `thread_local!` `Cell::get`",
-                "get_u64/tasklocal_on_thread",
-                "get_u64/std_thread_local_cell",
-                2.0,
-                r("thread_owner_get"),
-                r("std_get"),
-                &format!("{bench} core`"),
-            ),
+            thread_line,
             ratio(
                 "8b Local::get on a thread, no tokio feature",
                 "… the same, tasklocal with its default features (no `tokio`: no plain tokio task to ask about)",
