@@ -1,7 +1,8 @@
 //! A model test: random sequences of operations on typed keys of every kind and on
 //! dynamic keys of two key types and two value types, applied both to tasklocal (in
-//! a fresh `Snapshot::empty().run` per case) and to a `HashMap` model. After every
-//! operation, what tasklocal returns must be what the model says.
+//! a fresh `Snapshot::empty().run` per case, and on a fresh thread per case) and to a
+//! `HashMap` model. After every operation, what tasklocal returns must be what the
+//! model says.
 
 use std::collections::HashMap;
 
@@ -394,23 +395,50 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// Applies `ops` to tasklocal and to the model in the current owner, comparing after
+/// every operation.
+fn check(ops: &[Op]) -> Result<(), TestCaseError> {
+    let mut model = Model::default();
+    for (i, op) in ops.iter().enumerate() {
+        let expected = model.apply(op);
+        let actual = apply(op);
+        prop_assert_eq!(
+            &actual,
+            &expected,
+            "operation {} ({:?}) of {:?}",
+            i,
+            op,
+            ops
+        );
+        // Every key agrees after every operation, read without side effects.
+        for k in 0..TYPED {
+            prop_assert_eq!(
+                t_is_set(k),
+                model.typed[k].is_some(),
+                "is_set of key {} after {:?}",
+                k,
+                op
+            );
+        }
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
     #[test]
     fn operations_match_a_hashmap_model(ops in prop::collection::vec(op(), 1..80)) {
-        Snapshot::empty().run(|| {
-            let mut model = Model::default();
-            for (i, op) in ops.iter().enumerate() {
-                let expected = model.apply(op);
-                let actual = apply(op);
-                prop_assert_eq!(&actual, &expected, "operation {} ({:?}) of {:?}", i, op, ops);
-                // Every key agrees after every operation, read without side effects.
-                for k in 0..TYPED {
-                    prop_assert_eq!(t_is_set(k), model.typed[k].is_some(), "is_set of key {} after {:?}", k, op);
-                }
-            }
-            Ok(())
-        })?;
+        Snapshot::empty().run(|| check(&ops))?;
+    }
+
+    /// The same on a thread's own storage (a fresh thread per case), which takes other
+    /// fast paths: with the `tokio` feature, after asking tokio; without it, the same
+    /// inlined path as a `Task`'s.
+    #[test]
+    fn operations_match_a_hashmap_model_on_a_thread(ops in prop::collection::vec(op(), 1..80)) {
+        std::thread::spawn(move || check(&ops))
+            .join()
+            .expect("the thread does not panic")?;
     }
 }
