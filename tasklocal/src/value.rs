@@ -3,9 +3,10 @@
 //! Every typed key always holds values of its one type, but safe Rust still has to
 //! check the type on each access. For a boxed value that check is a dynamic call
 //! (`Any::type_id`), which costs more than the rest of a read together. Integers,
-//! floats, `bool` and `char` are therefore kept inline as a [`Small`]: their type is
-//! checked at compile time (the `TypeId` comparisons below fold to constants), and
-//! setting one allocates nothing.
+//! floats, `bool` and `char` are therefore kept inline — as a variant of [`Value`] of
+//! their own in a cell, as a [`Small`] in an inheritable entry or a dynamic key: their
+//! type is checked at compile time (the `TypeId` comparisons below fold to
+//! constants), and setting one allocates nothing.
 
 use std::any::Any;
 
@@ -88,6 +89,58 @@ macro_rules! small {
                 }
             }
         }
+
+        /// A value of a non-inheritable key or a dynamic key: a primitive inline, one
+        /// variant per type, or anything else boxed.
+        ///
+        /// The primitives are `Value`'s own variants rather than one `Small` variant:
+        /// then a read of a `u64` checks one tag, which also tells an empty cell
+        /// (`Option<Value>`'s `None` is a tag value too) from a full one, where a
+        /// nested `Small` needs two compares on the hottest path of the crate.
+        pub(crate) enum Value {
+            $($variant($ty),)*
+            Boxed(Box<dyn Any + Send>),
+        }
+
+        impl Value {
+            /// `small` as a `Value`.
+            #[inline(always)]
+            fn from_small(small: Small) -> Value {
+                match small {
+                    $(Small::$variant(v) => Value::$variant(v)),*
+                }
+            }
+
+            /// The inline value, if it is a `T`.
+            #[inline(always)]
+            fn small_ref<T: 'static>(&self) -> Option<&T> {
+                match self {
+                    $(Value::$variant(v) => (v as &dyn Any).downcast_ref::<T>(),)*
+                    Value::Boxed(_) => None,
+                }
+            }
+
+            /// The inline value, if it is a `T`.
+            #[inline(always)]
+            fn small_mut<T: 'static>(&mut self) -> Option<&mut T> {
+                match self {
+                    $(Value::$variant(v) => (v as &mut dyn Any).downcast_mut::<T>(),)*
+                    Value::Boxed(_) => None,
+                }
+            }
+
+            /// A copy of the inline value, if it is a `T`.
+            #[inline(always)]
+            fn small_copy<T: 'static>(&self) -> Option<T> {
+                match self {
+                    $(Value::$variant(v) => {
+                        let mut v = Some(*v);
+                        (&mut v as &mut dyn Any).downcast_mut::<Option<T>>()?.take()
+                    })*
+                    Value::Boxed(_) => None,
+                }
+            }
+        }
     };
 }
 
@@ -121,17 +174,11 @@ bits! {
     f64 => |v| v.to_bits(), bool => |v| u64::from(v), char => |v| u64::from(v), () => |_v| 0,
 }
 
-/// A value of a non-inheritable key or a dynamic key.
-pub(crate) enum Value {
-    Small(Small),
-    Boxed(Box<dyn Any + Send>),
-}
-
 impl Value {
     #[inline(always)]
     pub(crate) fn new<T: Send + 'static>(value: T) -> Value {
         match Small::new(value) {
-            Ok(small) => Value::Small(small),
+            Ok(small) => Value::from_small(small),
             Err(value) => Value::Boxed(Box::new(value)),
         }
     }
@@ -143,17 +190,19 @@ impl Value {
     #[inline(always)]
     pub(crate) fn downcast_ref<T: 'static>(&self) -> Option<&T> {
         match self {
-            Value::Small(small) if Small::fits::<T>() => small.get(),
             Value::Boxed(boxed) if !Small::fits::<T>() => boxed.downcast_ref(),
+            _ if Small::fits::<T>() => self.small_ref(),
             _ => None,
         }
     }
 
     #[inline(always)]
     pub(crate) fn downcast_mut<T: 'static>(&mut self) -> Option<&mut T> {
+        if Small::fits::<T>() {
+            return self.small_mut();
+        }
         match self {
-            Value::Small(small) if Small::fits::<T>() => small.get_mut(),
-            Value::Boxed(boxed) if !Small::fits::<T>() => boxed.downcast_mut(),
+            Value::Boxed(boxed) => boxed.downcast_mut(),
             _ => None,
         }
     }
@@ -166,8 +215,8 @@ impl Value {
     /// The value, if it is a `T`; else the value itself back.
     pub(crate) fn downcast<T: 'static>(self) -> Result<T, Value> {
         match self {
-            Value::Small(small) => small.into_inner().ok_or(Value::Small(small)),
             Value::Boxed(boxed) => boxed.downcast().map(|b| *b).map_err(Value::Boxed),
+            small => small.small_copy().ok_or(small),
         }
     }
 }
@@ -178,8 +227,8 @@ mod tests {
 
     #[test]
     fn primitives_are_inline_and_typed() {
-        assert!(matches!(Value::new(5u64), Value::Small(Small::U64(5))));
-        assert!(matches!(Value::new('x'), Value::Small(Small::Char('x'))));
+        assert!(matches!(Value::new(5u64), Value::U64(5)));
+        assert!(matches!(Value::new('x'), Value::Char('x')));
         assert!(matches!(Value::new(String::new()), Value::Boxed(_)));
         let v = Value::new(5u64);
         assert_eq!(v.downcast_ref::<u64>(), Some(&5));
