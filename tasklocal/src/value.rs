@@ -226,6 +226,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_empty_cell_is_a_tag_value() {
+        // What lets a read check one tag: `None` lives in `Value`'s tag.
+        use std::mem::size_of;
+        assert_eq!(size_of::<Option<Value>>(), size_of::<Value>());
+        assert_eq!(size_of::<Value>(), 24);
+    }
+
+    #[test]
     fn primitives_are_inline_and_typed() {
         assert!(matches!(Value::new(5u64), Value::U64(5)));
         assert!(matches!(Value::new('x'), Value::Char('x')));
