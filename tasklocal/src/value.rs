@@ -4,9 +4,9 @@
 //! check the type on each access. For a boxed value that check is a dynamic call
 //! (`Any::type_id`), which costs more than the rest of a read together. Integers,
 //! floats, `bool` and `char` are therefore kept inline — as a variant of [`Value`] of
-//! their own in a cell, as a [`Small`] in an inheritable entry or a dynamic key: their
-//! type is checked at compile time (the `TypeId` comparisons below fold to
-//! constants), and setting one allocates nothing.
+//! their own in a cell, as a [`Small`] in an inheritable entry or in the key of a
+//! dynamic key: their type is checked at compile time (the `TypeId` comparisons below
+//! fold to constants), and setting one allocates nothing.
 
 use std::any::Any;
 
