@@ -233,6 +233,42 @@ mod tests {
         assert_eq!(size_of::<Value>(), 24);
     }
 
+    /// Every primitive type comes back as itself, through each accessor, and is seen
+    /// by no other type: the variants the macro writes for `Value` match `Small`'s.
+    #[test]
+    fn every_primitive_round_trips_as_its_own_type() {
+        fn check<T: Copy + PartialEq + std::fmt::Debug + Send + 'static>(v: T) {
+            let mut value = Value::new(v);
+            assert!(!matches!(value, Value::Boxed(_)), "{v:?} is kept inline");
+            assert_eq!(value.downcast_ref::<T>(), Some(&v));
+            assert_eq!(value.downcast_mut::<T>().copied(), Some(v));
+            // No other primitive type reads it (u64 and i64 stand for the others).
+            if std::any::TypeId::of::<T>() != std::any::TypeId::of::<u64>() {
+                assert_eq!(value.downcast_ref::<u64>(), None);
+            }
+            if std::any::TypeId::of::<T>() != std::any::TypeId::of::<i64>() {
+                assert_eq!(value.downcast_ref::<i64>(), None);
+            }
+            assert_eq!(value.downcast_ref::<String>(), None);
+            assert_eq!(value.downcast::<T>().ok(), Some(v));
+        }
+        check(7u8);
+        check(7u16);
+        check(7u32);
+        check(7u64);
+        check(7usize);
+        check(-7i8);
+        check(-7i16);
+        check(-7i32);
+        check(-7i64);
+        check(-7isize);
+        check(1.5f32);
+        check(1.5f64);
+        check(true);
+        check('x');
+        check(());
+    }
+
     #[test]
     fn primitives_are_inline_and_typed() {
         assert!(matches!(Value::new(5u64), Value::U64(5)));
