@@ -117,7 +117,8 @@
 //! A read of a value in a task is one thread-local access, one `RefCell` borrow and
 //! a few loads: about twice a std `thread_local!` `Cell::get`. Small primitive values
 //! are kept inline (no allocation, no dynamic type check); capturing the context for a
-//! child is one reference-count increment, whatever the number of values; a task that
+//! child is one reference-count increment, whatever the number of values (the first
+//! capture after a write copies the table of values once); a task that
 //! never touches its storage allocates nothing and adds two pointers to its future.
 //! `docs/BENCHMARKS.md` in the repository has the numbers, side by side with
 //! `thread_local!` and `task_local!`.
@@ -189,9 +190,10 @@
 //!    the isolation rule (a plain tokio task never gets the worker thread's storage);
 //!    guards switch owners and restore them, also on unwind, and call the
 //!    [bridges](bridge).
-//! 4. **Storage**: `storage.rs`, one owner's values, inheritable values (a
-//!    copy-on-write table, so a [`Snapshot`] is a reference count) and exit handlers,
-//!    with its teardown; `cells.rs` and `key.rs` are its tables of cells.
+//! 4. **Storage**: `storage.rs`, one owner's values, inheritable values (a table
+//!    written in place and copied once per change on capture, so a [`Snapshot`] is a
+//!    reference count) and exit handlers, with its teardown; `cells.rs` and `key.rs`
+//!    are its tables of cells.
 //!
 //! Integrations — [`tokio`] and [`rayon`] (in `rt/`),
 //! [`thread`], [`mdc`], `log`, `tracing`, `http` — sit on top and only call down.

@@ -148,14 +148,12 @@ impl<T: Send + 'static> Local<T> {
                     .inheritables()
                     .try_borrow()
                     .map_err(|_| borrowed())?;
-                Ok(
-                    match inherited.as_ref().and_then(|entries| entries.get(index)) {
-                        Some(Entry::Fork(forked)) if forked.owner != storage.id().as_u64() => {
-                            Some(forked.clone())
-                        }
-                        _ => None,
-                    },
-                )
+                Ok(match inherited.get(index) {
+                    Some(Entry::Fork(forked)) if forked.owner != storage.id().as_u64() => {
+                        Some(forked.clone())
+                    }
+                    _ => None,
+                })
             }
             Here::Seed(seed) => Ok(match seed.and_then(|entries| entries.get(index)) {
                 Some(Entry::Fork(forked)) => Some(forked.clone()),
@@ -220,7 +218,7 @@ pub(super) fn replace_inheritable<T: 'static>(
     value: &mut Option<T>,
 ) -> Option<T> {
     let mut inherited = storage.inheritables().try_borrow_mut().ok()?;
-    let entries = Arc::get_mut(inherited.as_mut()?)?;
+    let entries = inherited.own_uncaptured()?;
     let present = unique_mut::<T>(entries.get_mut(index)?)?;
     Some(std::mem::replace(present, value.take()?))
 }

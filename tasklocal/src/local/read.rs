@@ -129,14 +129,7 @@ impl<T: Send + 'static> Local<T> {
         look: impl FnOnce(&Entry) -> Option<R>,
     ) -> Option<R> {
         current::with_direct_frame(|frame| match frame {
-            Ok(storage) => look(
-                storage
-                    .inheritables()
-                    .try_borrow()
-                    .ok()?
-                    .as_deref()?
-                    .get(index)?,
-            ),
+            Ok(storage) => look(storage.inheritables().try_borrow().ok()?.get(index)?),
             Err(seed) => look(seed.get(index)?),
         })
     }
@@ -318,7 +311,7 @@ impl<T: Send + Clone + 'static> Local<T> {
     pub(super) fn read_in(&self, storage: &Storage, index: usize) -> Option<T> {
         if self.is_inheritable() {
             let inherited = storage.inheritables().try_borrow().ok()?;
-            inherited.as_ref()?.get(index)?.get::<T>().cloned()
+            inherited.get(index)?.get::<T>().cloned()
         } else {
             self.read_local_in(storage, index)
         }

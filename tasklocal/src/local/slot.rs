@@ -57,7 +57,7 @@ impl<T: Send + 'static> Local<T> {
                     .inheritables()
                     .try_borrow()
                     .map_err(|_| borrowed())?;
-                visit_entry(inherited.as_ref().and_then(|entries| entries.get(index)), f)
+                visit_entry(inherited.get(index), f)
             }
             // Only inheritable keys have inherited values (the index spaces differ).
             Here::Seed(seed) if inheritable => {
@@ -86,7 +86,7 @@ impl<T: Send + 'static> Local<T> {
                     .inheritables()
                     .try_borrow()
                     .map_err(|_| borrowed())?;
-                found(inherited.as_ref().and_then(|entries| entries.get(index)))
+                found(inherited.get(index))
             }
             Here::Seed(seed) => found(seed.and_then(|entries| entries.get(index))),
             Here::Denied(Kind::Borrowed) => Err(borrowed()),

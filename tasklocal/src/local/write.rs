@@ -447,7 +447,7 @@ impl<T: Send + 'static> Local<T> {
         {
             let done = current::with_storage(|storage| {
                 let mut inherited = storage.inheritables().try_borrow_mut().ok()?;
-                let entries = Arc::get_mut(inherited.as_mut()?)?;
+                let entries = inherited.own_uncaptured()?;
                 let value = unique_mut::<T>(entries.get_mut(index)?)?;
                 Some(f.take()?(value))
             });
