@@ -21,28 +21,12 @@ use std::task::{Context, Poll};
 use futures::task::noop_waker_ref;
 use opentelemetry::context::{FutureExt as _, WithContext};
 use tasklocal::{Snapshot, Task};
+use tasklocal_benches::polls::Yields;
 
 const N: u64 = 1_000_000;
 
 #[derive(Clone, Copy)]
 struct Value(#[allow(dead_code)] u64);
-
-/// Returns `Pending` `left` times, then `Ready`.
-struct Yields {
-    left: u64,
-}
-
-impl Future for Yields {
-    type Output = ();
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.left == 0 {
-            return Poll::Ready(());
-        }
-        self.left -= 1;
-        cx.waker().wake_by_ref();
-        Poll::Pending
-    }
-}
 
 /// Polls `future` to the end; each poll is one call of `poll_*` below.
 fn polls<F: Future<Output = ()>>(future: F, poll: fn(Pin<&mut F>, &mut Context<'_>) -> Poll<()>) {

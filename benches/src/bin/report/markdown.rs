@@ -7,7 +7,7 @@ use crate::estimates::Estimate;
 use crate::Report;
 
 /// Each group's baseline, the row every other row of the group is divided by.
-pub(crate) const BASELINES: [(&str, &str); 9] = [
+pub(crate) const BASELINES: [(&str, &str); 10] = [
     ("get_u64", "std_thread_local_cell"),
     ("get_u64_without_tokio", "std_thread_local_cell"),
     ("set_u64", "std_thread_local_cell"),
@@ -15,6 +15,7 @@ pub(crate) const BASELINES: [(&str, &str); 9] = [
     ("dynamic_set_u64", "std_thread_local_hashmap_any"),
     ("id", "tokio_try_id_in_tokio_task"),
     ("poll", "tokio_task_local_future_1_key"),
+    ("bridge_poll", "opentelemetry_with_context"),
     ("spawn_await", "tokio_spawn"),
     ("snapshot", "bare_closure_call"),
 ];

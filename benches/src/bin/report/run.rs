@@ -8,9 +8,12 @@ use serde_json::Value;
 
 use crate::Options;
 
-/// The benches that need no special build, in report order: this crate's, and `lean`
-/// of `tasklocal-benches-lean` (tasklocal with its default features, no `tokio`).
-pub(crate) const BENCHES: [&str; 6] = ["core", "overhead", "mdc", "http", "request", "lean"];
+/// The benches that need no special build, in report order: this crate's (`bridge` in
+/// a process of its own: it installs the OpenTelemetry bridge), and `lean` of
+/// `tasklocal-benches-lean` (tasklocal with its default features, no `tokio`).
+pub(crate) const BENCHES: [&str; 7] = [
+    "core", "overhead", "mdc", "http", "request", "bridge", "lean",
+];
 /// The benches of the budget lines: run `--repeat` times, the lower median counts.
 pub(crate) const REPEATED: [&str; 3] = ["core", "overhead", "lean"];
 
