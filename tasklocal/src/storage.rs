@@ -66,8 +66,14 @@ impl Forked {
 /// capture hands out a copy of it, kept until the next write: capturing again
 /// unchanged values is one reference-count increment, as with a shared table.
 ///
-/// Dropping that kept copy on a write runs no value's `Drop`: every value in it is
-/// also in the owner's own entries (shared values are `Arc`s, small ones need none).
+/// A capture allocates nothing either: it copies into a `spare` `Arc` made ready by
+/// the write before it. That write allocates only where copy on write did, when a
+/// child or a snapshot still holds the last capture; otherwise the last capture
+/// becomes the spare.
+///
+/// Dropping or clearing that last capture on a write runs no value's `Drop`: every
+/// value in it is also in the owner's own entries (shared values are `Arc`s, small
+/// ones need none).
 pub(crate) struct Table {
     /// The owner's own entries; empty until its first write.
     own: Vec<Entry>,
@@ -75,6 +81,9 @@ pub(crate) struct Table {
     /// `own`, while `own` has not changed since. So `shared`, when present, holds
     /// every entry `own` has: a read looks in `own`, then here.
     shared: Option<Inheritables>,
+    /// Once the owner wrote: an empty table of its own alone, with room for `own`,
+    /// for the next capture to copy `own` into.
+    spare: Option<Inheritables>,
 }
 
 impl Table {
@@ -83,6 +92,7 @@ impl Table {
         Table {
             own: Vec::new(),
             shared: seed,
+            spare: None,
         }
     }
 
@@ -115,14 +125,32 @@ impl Table {
     }
 
     /// The owner's own entries, to write: copied from what it inherited on its first
-    /// write, and from then on no longer equal to their last capture.
+    /// write, and from then on no longer equal to their last capture (which becomes
+    /// the spare when nobody else holds it). Call [`make_room`](Self::make_room) after
+    /// the write.
     pub(crate) fn own(&mut self) -> &mut Vec<Entry> {
-        if let Some(shared) = self.shared.take() {
+        if let Some(mut shared) = self.shared.take() {
             if self.own.is_empty() {
                 self.own = Arc::try_unwrap(shared).unwrap_or_else(|shared| (*shared).clone());
+            } else if let (None, Some(entries)) = (&self.spare, Arc::get_mut(&mut shared)) {
+                entries.clear();
+                self.spare = Some(shared);
             }
         }
         &mut self.own
+    }
+
+    /// After a write through [`own`](Self::own): a spare with room for every entry,
+    /// so that the next capture allocates nothing.
+    pub(crate) fn make_room(&mut self) {
+        let needed = self.own.len();
+        if needed == 0 {
+            return;
+        }
+        match self.spare.as_mut().and_then(Arc::get_mut) {
+            Some(spare) => spare.reserve(needed),
+            None => self.spare = Some(Arc::new(Vec::with_capacity(needed))),
+        }
     }
 
     /// The entries for a child when that needs no copy: what the owner inherited
@@ -139,7 +167,13 @@ impl Table {
     /// owner's own entries, kept for the next capture.
     fn capture(&mut self) -> Option<Inheritables> {
         if self.shared.is_none() && !self.own.is_empty() {
-            self.shared = Some(Arc::new(self.own.clone()));
+            let mut copy = self.spare.take().unwrap_or_default();
+            match Arc::get_mut(&mut copy) {
+                // The spare is empty: extending drops nothing.
+                Some(entries) => entries.extend(self.own.iter().cloned()),
+                None => copy = Arc::new(self.own.clone()),
+            }
+            self.shared = Some(copy);
         }
         self.shared.clone()
     }
@@ -328,7 +362,9 @@ impl Storage {
     /// Runs `f` on the inheritable entries, made the owner's own first (copy on write).
     pub(crate) fn inheritables_mut<R>(&self, f: impl FnOnce(&mut Vec<Entry>) -> R) -> Option<R> {
         let mut inherited = self.inheritables.try_borrow_mut().ok()?;
-        Some(f(inherited.own()))
+        let result = f(inherited.own());
+        inherited.make_room();
+        Some(result)
     }
 
     pub(crate) fn push_handler(&self, handler: Handler) {
@@ -484,6 +520,7 @@ mod tests {
             own.resize_with(index + 1, Entry::default);
         }
         own[index] = Entry::Small(Small::U8(n));
+        table.make_room();
     }
 
     #[test]
@@ -566,5 +603,40 @@ mod tests {
         assert_eq!(dropped(), 0, "the value is still the owner's");
         table.own()[0] = Entry::Empty;
         assert_eq!(dropped(), 1, "dropped once, when the owner replaced it");
+    }
+
+    #[test]
+    fn a_capture_copies_into_the_spare_its_last_write_made_ready() {
+        let mut table = Table::inherited(None);
+        write(&mut table, 3, 1);
+        let spare = Arc::as_ptr(table.spare.as_ref().unwrap());
+        let first = table.capture().unwrap();
+        assert_eq!(Arc::as_ptr(&first), spare, "the copy went into the spare");
+        assert_eq!(first.len(), 4);
+        assert!(table.spare.is_none());
+        // No child holds the capture any more: the write makes it the spare.
+        drop(first);
+        write(&mut table, 0, 2);
+        assert_eq!(
+            Arc::as_ptr(table.spare.as_ref().unwrap()),
+            spare,
+            "recycled"
+        );
+        assert!(table.spare.as_ref().unwrap().is_empty(), "kept empty");
+        let second = table.capture().unwrap();
+        assert_eq!(Arc::as_ptr(&second), spare);
+        // A child still holds it: the write makes a new spare, as copy on write copied.
+        write(&mut table, 0, 3);
+        let third = table.capture().unwrap();
+        assert_ne!(Arc::as_ptr(&third), spare);
+        assert!(
+            matches!(second[0], Entry::Small(Small::U8(2))),
+            "the child's values"
+        );
+        assert!(matches!(third[0], Entry::Small(Small::U8(3))));
+        // A write that grows the table makes room for the next capture.
+        drop((second, third));
+        write(&mut table, 40, 4);
+        assert!(table.spare.as_ref().unwrap().capacity() >= 41);
     }
 }
