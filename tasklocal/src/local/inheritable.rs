@@ -210,7 +210,8 @@ impl<T: Send + 'static> Local<T> {
 }
 
 /// Puts `value` (taken) in place of the present value of an inheritable key at `index`
-/// in `storage`, if its table is unshared; the old value.
+/// in `storage`, if the owner's own entries were not captured since their last write
+/// (and a boxed value is not shared); the old value.
 #[inline(always)]
 pub(super) fn replace_inheritable<T: 'static>(
     storage: &Storage,

@@ -64,8 +64,8 @@ impl<T: Send + 'static> Local<T> {
     }
 
     /// Overwrites a present value in place, if the current owner is a scoped owner whose
-    /// storage holds one (unshared, for an inheritable key): the old value, or `value`
-    /// back.
+    /// storage holds one (for an inheritable key: not captured since its last write): the
+    /// old value, or `value` back.
     #[inline(always)]
     pub(super) fn set_scoped(&'static self, value: T) -> Result<T, T> {
         let Some(index) = self.index.assigned() else {
@@ -432,9 +432,10 @@ fn restore_outlined<T: Send + 'static>(key: &'static Local<T>, old: Option<T>) {
 impl<T: Send + 'static> Local<T> {
     /// [`try_with_mut`](Self::try_with_mut) of an inheritable key, in place: `f` runs
     /// on the current owner's value under the borrow of its inheritable entries, when
-    /// the owner has a storage, neither its table of entries nor the value is shared
-    /// with a child or a snapshot, and the key is not `inheritable_with`. Otherwise `f`
-    /// comes back and the caller takes `try_with_mut`. The same write in place as
+    /// the owner has a storage, its own entries were not captured since their last
+    /// write, the value is not shared with a child or a snapshot, and the key is not
+    /// `inheritable_with`. Otherwise `f` comes back and the caller takes
+    /// `try_with_mut`. The same write in place as
     /// [`set`](Self::set)'s fast path, for crate code whose `f` runs no user code and
     /// touches no key (`mdc::insert`).
     #[inline]
