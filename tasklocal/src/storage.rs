@@ -20,7 +20,8 @@ use crate::key::Dynamic;
 pub(crate) use crate::value::{Small, Value};
 /// A value of an inheritable key: shared with the snapshots that captured it.
 pub(crate) type InheritableValue = Arc<dyn Any + Send + Sync>;
-/// The inheritable values of an owner, indexed by key; shared copy-on-write.
+/// Inheritable values indexed by key, as captured for children and snapshots: shared,
+/// never written while shared.
 pub(crate) type Inheritables = Arc<Vec<Entry>>;
 
 /// The state of one inheritable key in an owner.
