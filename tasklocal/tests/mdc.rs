@@ -248,6 +248,44 @@ fn a_child_costs_the_same_whatever_the_size_of_the_map() {
     assert_eq!(cost(10_000), small);
 }
 
+/// SPEC 8: a `Task` that never touches its storage allocates nothing, also the first
+/// one made after its parent wrote; a `set` of a present value allocates nothing. (An
+/// owner's inheritable values are copied for its children on capture, into room the
+/// write before made ready.)
+#[test]
+fn children_made_after_writes_and_writes_of_present_values_allocate_nothing() {
+    static VALUE: tasklocal::Local<u64> = tasklocal::Local::inheritable();
+    // What a child sees: the value, and the MDC's number of fields (read with no
+    // allocation of the test's own).
+    let child = || {
+        let task = tasklocal::task(async {
+            let mut fields = 0;
+            mdc::for_each(|_, _| fields += 1);
+            (VALUE.get(), fields)
+        });
+        futures::executor::block_on(task)
+    };
+    fresh(|| {
+        VALUE.set(1);
+        mdc::insert("tenant", "acme");
+        // Warm up what is allocated once per thread (the executor's waker).
+        futures::executor::block_on(async {});
+        let mut seen = None;
+        assert_eq!(allocations_of(|| seen = Some(child())), 0, "first child");
+        assert_eq!(seen, Some((Some(1), 1)));
+        // No child holds the last capture any more: the write recycles it.
+        assert_eq!(allocations_of(|| VALUE.set(2)), 0, "a present value");
+        assert_eq!(allocations_of(|| seen = Some(child())), 0, "after a write");
+        assert_eq!(seen, Some((Some(2), 1)));
+        // A snapshot still holds it: the write makes room, as copy on write copied.
+        let held = Snapshot::capture();
+        VALUE.set(3);
+        assert_eq!(allocations_of(|| seen = Some(child())), 0, "while held");
+        assert_eq!(seen.map(|s| s.0), Some(Some(3)));
+        assert_eq!(held.get(&VALUE), Some(2), "the snapshot kept its value");
+    });
+}
+
 #[cfg(feature = "tokio")]
 mod tokio_children {
     use super::*;
