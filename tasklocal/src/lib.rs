@@ -190,10 +190,10 @@
 //!    the isolation rule (a plain tokio task never gets the worker thread's storage);
 //!    guards switch owners and restore them, also on unwind, and call the
 //!    [bridges](bridge).
-//! 4. **Storage**: `storage.rs`, one owner's values, inheritable values (a table
-//!    written in place and copied once per change on capture, so a [`Snapshot`] is a
-//!    reference count) and exit handlers, with its teardown; `cells.rs` and `key.rs`
-//!    are its tables of cells.
+//! 4. **Storage**: `storage.rs`, one owner's values, inheritable values
+//!    (`storage/table.rs`: written in place and copied once per change on capture, so
+//!    a [`Snapshot`] is a reference count) and exit handlers, with its teardown;
+//!    `cells.rs` and `key.rs` are its tables of cells.
 //!
 //! Integrations — [`tokio`] and [`rayon`] (in `rt/`),
 //! [`thread`], [`mdc`], `log`, `tracing`, `http` — sit on top and only call down.
