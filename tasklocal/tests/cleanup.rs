@@ -438,3 +438,32 @@ fn inherited_values_last_held_by_an_untouched_child_drop_as_the_childs() {
         assert_eq!(tasklocal::get::<_, u8>(&"written by a drop"), None);
     });
 }
+
+/// An inheritable value replaced in its owner is dropped by the write when nothing
+/// else holds it — also after a capture that was let go (the copy the owner keeps for
+/// its next capture holds no value past a write) — and otherwise when its last holder,
+/// a child, ends; the last value goes with the owner.
+#[test]
+fn a_replaced_inheritable_value_drops_when_its_last_holder_lets_go() {
+    static DROPS: AtomicUsize = AtomicUsize::new(0);
+    struct Dropped;
+    impl Drop for Dropped {
+        fn drop(&mut self) {
+            DROPS.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    static VALUE: tasklocal::Local<Arc<Dropped>> = tasklocal::Local::inheritable();
+    let drops = || DROPS.load(Ordering::SeqCst);
+    tasklocal::Snapshot::empty().run(|| {
+        VALUE.set(Arc::new(Dropped));
+        drop(tasklocal::Snapshot::capture());
+        VALUE.set(Arc::new(Dropped));
+        assert_eq!(drops(), 1, "replaced, no child holding it");
+        let child = tasklocal::task(async { VALUE.get().is_some() });
+        VALUE.set(Arc::new(Dropped));
+        assert_eq!(drops(), 1, "the child still holds it");
+        assert!(block_on(child));
+        assert_eq!(drops(), 2, "dropped at the child's end");
+    });
+    assert_eq!(drops(), 3, "the last one with its owner");
+}
