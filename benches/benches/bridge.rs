@@ -3,6 +3,10 @@
 //! `FutureExt::with_context` on the same future. Both futures yield `iters` times and
 //! are polled by hand with a no-op waker, as in `benches/overhead.rs`'s `poll` group.
 //!
+//! `task_around_with_context_no_bridge`, measured before the bridge is installed, is the
+//! floor of a bridged poll: a `Task` (its switch) around `with_context` (the context's
+//! clone, attach and detach, which the bridge must do too).
+//!
 //! A bench of its own: installing a bridge is for the life of the process and changes
 //! every owner switch in it, so no other benchmark may share this process.
 //! `examples/hotpath_bridge.rs` counts the instructions of the same two polls.
@@ -19,15 +23,24 @@ struct OtelValue(#[allow(dead_code)] u64);
 
 fn bridge_poll(c: &mut Criterion) {
     let cx = opentelemetry::Context::new().with_value(OtelValue(1));
+    let mut g = c.benchmark_group("bridge_poll");
+    g.bench_function("opentelemetry_with_context", |b| {
+        b.iter_custom(|iters| poll_to_end(Yields { left: iters }.with_context(cx.clone())))
+    });
+    // The floor of a bridged poll, before the bridge is installed: a `Task`'s switch
+    // plus what `with_context` does.
+    g.bench_function("task_around_with_context_no_bridge", |b| {
+        b.iter_custom(|iters| {
+            poll_to_end(tasklocal::Task::isolated(
+                Yields { left: iters }.with_context(cx.clone()),
+            ))
+        })
+    });
     tasklocal::opentelemetry::install();
     // A snapshot whose owners start with `cx` as their OpenTelemetry context.
     let seeded = Snapshot::empty().run(|| {
         tasklocal::opentelemetry::set_current(cx.clone());
         Snapshot::capture()
-    });
-    let mut g = c.benchmark_group("bridge_poll");
-    g.bench_function("opentelemetry_with_context", |b| {
-        b.iter_custom(|iters| poll_to_end(Yields { left: iters }.with_context(cx.clone())))
     });
     g.bench_function("tasklocal_task_bridged", |b| {
         b.iter_custom(|iters| poll_to_end(seeded.task(Yields { left: iters })))

@@ -63,6 +63,8 @@ use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock, PoisonError};
 
+use crate::current;
+
 /// A library's thread-local state that follows the current owner. See the
 /// [module docs](self).
 ///
@@ -213,23 +215,34 @@ impl Entered {
 #[cold]
 #[inline(never)]
 pub(crate) fn enter(entered: &mut Entered) -> Option<Box<dyn Any + Send>> {
-    let _calling = Calling::start()?;
+    current::with_bridge_mark(|calling| enter_marked(calling, entered)).flatten()
+}
+
+/// [`enter`] for a caller that holds the thread's mark already, `calling`: set while
+/// a bridge's `enter` or `exit` runs on this thread (it lives with the current owner,
+/// so that a switch asks it in the same thread-local access).
+#[inline]
+pub(crate) fn enter_marked(
+    calling: &Cell<bool>,
+    entered: &mut Entered,
+) -> Option<Box<dyn Any + Send>> {
+    if calling.replace(true) {
+        return None;
+    }
     let n = COUNT.load(Ordering::Acquire).min(MAX_BRIDGES);
+    let mut panicked = None;
     while usize::from(entered.0) < n {
         let Some(bridge) = SLOTS[usize::from(entered.0)].get() else {
             break;
         };
         if let Err(panic) = panic::catch_unwind(AssertUnwindSafe(|| bridge.enter())) {
-            return Some(panic);
+            panicked = Some(panic);
+            break;
         }
         entered.0 += 1;
     }
-    None
-}
-
-thread_local! {
-    /// A bridge's `enter` or `exit` runs on this thread.
-    static CALLING: Cell<bool> = const { Cell::new(false) };
+    calling.set(false);
+    panicked
 }
 
 /// Whether a bridge's `enter` or `exit` runs on this thread: owners switched now are
@@ -239,27 +252,7 @@ thread_local! {
     allow(dead_code)
 )]
 pub(crate) fn calling() -> bool {
-    CALLING.try_with(Cell::get).unwrap_or(true)
-}
-
-/// Marks the thread as calling bridges while it lives.
-struct Calling;
-
-impl Calling {
-    /// `None` when the thread calls bridges already (or is exiting).
-    fn start() -> Option<Calling> {
-        CALLING
-            .try_with(|calling| !calling.replace(true))
-            .ok()
-            .filter(|&started| started)
-            .map(|_| Calling)
-    }
-}
-
-impl Drop for Calling {
-    fn drop(&mut self) {
-        let _ = CALLING.try_with(|calling| calling.set(false));
-    }
+    current::calling_bridges()
 }
 
 /// Calls [`Bridge::exit`] of the bridges `entered` counts, last first, with the owner
@@ -268,8 +261,21 @@ impl Drop for Calling {
 #[cold]
 #[inline(never)]
 pub(crate) fn exit(entered: &mut Entered) -> Option<Box<dyn Any + Send>> {
+    match current::with_bridge_mark(|calling| exit_marked(calling, &mut *entered)) {
+        Some(panic) => panic,
+        // No mark to set (the thread's locals are gone): exited all the same.
+        None => exit_marked(&Cell::new(true), entered),
+    }
+}
+
+/// [`exit`] for a caller that holds the thread's mark already (see [`enter_marked`]).
+#[inline]
+pub(crate) fn exit_marked(
+    calling: &Cell<bool>,
+    entered: &mut Entered,
+) -> Option<Box<dyn Any + Send>> {
     // Entered ones are exited even inside another bridge's call: `enter` counted them.
-    let _calling = Calling::start();
+    let outer = calling.replace(true);
     let mut first = None;
     while entered.0 > 0 {
         entered.0 -= 1;
@@ -279,6 +285,7 @@ pub(crate) fn exit(entered: &mut Entered) -> Option<Box<dyn Any + Send>> {
             }
         }
     }
+    calling.set(outer);
     first
 }
 

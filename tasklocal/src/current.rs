@@ -30,7 +30,9 @@ use pending::settle_if_pending;
 // Used by automatic mode only.
 #[cfg_attr(not(all(feature = "tokio", tokio_unstable)), allow(unused_imports))]
 pub(crate) use pending::{capture_of, pend, set_settler, unpend, Settler};
-pub(crate) use switch::{entered, entered_bridged, run_and_finish, try_enter};
+pub(crate) use switch::{
+    calling_bridges, entered, entered_bridged, run_and_finish, try_enter, with_bridge_mark,
+};
 #[cfg_attr(not(all(feature = "tokio", tokio_unstable)), allow(unused_imports))]
 pub(crate) use switch::{swap_in, swap_out};
 
@@ -40,6 +42,7 @@ thread_local! {
             frame: RefCell::new(ManuallyDrop::new(Frame::new(None))),
             owner: Cell::new(Owner::Thread),
             exit_registered: Cell::new(false),
+            calling_bridges: Cell::new(false),
         }
     };
     /// Registered (touched) when the thread's own storage is created; its destructor
@@ -59,6 +62,11 @@ struct Context {
     owner: Cell<Owner>,
     /// The thread's `THREAD_EXIT` destructor is registered.
     exit_registered: Cell<bool>,
+    /// A bridge's `enter` or `exit` runs on this thread: owners switched meanwhile call
+    /// no bridge (see [`bridge::enter`](crate::bridge)). Kept here rather than in a
+    /// thread-local of its own, so that a `Task`'s bridged poll asks it in the access
+    /// that switches owners.
+    calling_bridges: Cell<bool>,
 }
 
 /// The kind of the current owner; handed back and forth with its frame by [`swap_in`]

@@ -229,6 +229,34 @@ fn a_panicking_bridge_does_not_corrupt_the_owner() {
 }
 
 #[test]
+fn a_panicking_exit_in_a_poll_switches_back_before_the_panic_continues() {
+    install();
+    static TASK_ONLY: Local<&str> = Local::new();
+    tasklocal::Snapshot::empty().run(|| {
+        OWNER_VALUE.set(3);
+        // An owner entered with the value: the bridge shows it.
+        tasklocal::Snapshot::capture().run(|| {
+            assert_eq!(MIRROR.get(), Some(3));
+            let result = panic::catch_unwind(AssertUnwindSafe(|| {
+                futures::executor::block_on(tasklocal::Task::isolated(async {
+                    TASK_ONLY.set("task");
+                    // Only this task's `exit` panics: its own value.
+                    PANIC_ON_EXIT.set(true);
+                }))
+            }));
+            assert!(result.is_err());
+            // Where the panic is caught, the run's owner is current again, and the
+            // bridge shows it again.
+            assert_eq!(TASK_ONLY.get(), None);
+            assert_eq!(OWNER_VALUE.get(), Some(3));
+            assert_eq!(MIRROR.get(), Some(3));
+        });
+    });
+    assert_eq!(MIRROR.get(), None);
+    assert!(SAVED.with(|s| s.borrow().is_empty()));
+}
+
+#[test]
 fn enters_and_exits_pair_up() {
     install();
     let rt = runtime();

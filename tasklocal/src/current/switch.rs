@@ -2,6 +2,7 @@
 //! for a `Task`'s poll, `entered_bridged` when bridges are registered), the swaps
 //! runtime hooks use (`swap_in`, `swap_out`), and `run_and_finish`.
 
+use std::cell::Cell;
 use std::mem;
 
 use super::{end, Context, Frame, Owner, CONTEXT};
@@ -65,21 +66,13 @@ pub(crate) fn entered<R>(frame: &mut Frame, f: impl FnOnce() -> R) -> R {
     impl Drop for Restore<'_> {
         #[inline]
         fn drop(&mut self) {
-            if let Ok(mut current) = self.cx.frame.try_borrow_mut() {
-                mem::swap(&mut **current, self.frame);
-                self.cx.owner.set(self.displaced);
-            }
+            switch_back(self.cx, self.frame, self.displaced);
         }
     }
 
     let mut f = Once::new(f);
     let result = CONTEXT.try_with(|cx| {
-        let Ok(mut current) = cx.frame.try_borrow_mut() else {
-            crate::error::panic_enter_borrowed()
-        };
-        mem::swap(&mut **current, frame);
-        drop(current);
-        let displaced = cx.owner.replace(Owner::Scoped);
+        let displaced = switch_in(cx, frame);
         let _restore = Restore {
             cx,
             frame,
@@ -90,23 +83,94 @@ pub(crate) fn entered<R>(frame: &mut Frame, f: impl FnOnce() -> R) -> R {
     f.or(result.ok().flatten(), |f| f())
 }
 
-/// [`entered`] when bridges are registered ([`bridge::any`]): through [`enter`]'s
-/// guard, which calls them. Callers check and come here out of line, so that their
-/// path stays lean when no bridge is registered.
+/// [`entered`] when bridges are registered ([`bridge::any`]): the bridges are entered
+/// after the switch and exited before it is undone, and the thread's mark that they
+/// run is asked in the same access to the thread-local. Callers check and come here
+/// out of line, so that their path stays lean when no bridge is registered.
 #[cold]
 #[inline(never)]
 pub(crate) fn entered_bridged<R>(frame: &mut Frame, f: impl FnOnce() -> R) -> R {
-    let displaced = swap_in_for_enter(frame);
-    // [`enter`] with the guard built where it lives (through `Entered::new` it was
-    // returned by value and copied on the stack), and `bridge::any` not asked again
-    // (the caller did, and bridges are never unregistered).
-    let mut entered = Entered {
-        frame,
-        displaced,
-        bridges: bridge::Entered::default(),
+    /// Exits the bridges entered, restores the displaced owner, and then resumes the
+    /// panic of a bridge's `exit`.
+    struct Restore<'a> {
+        cx: &'a Context,
+        frame: &'a mut Frame,
+        displaced: Owner,
+        bridges: bridge::Entered,
+    }
+    impl Drop for Restore<'_> {
+        #[inline]
+        fn drop(&mut self) {
+            let panic = match self.bridges.is_empty() {
+                true => None,
+                false => bridge::exit_marked(&self.cx.calling_bridges, &mut self.bridges),
+            };
+            switch_back(self.cx, self.frame, self.displaced);
+            bridge::resume(panic);
+        }
+    }
+
+    let mut f = Once::new(f);
+    let result = CONTEXT.try_with(|cx| {
+        let displaced = switch_in(cx, frame);
+        let mut restore = Restore {
+            cx,
+            frame,
+            displaced,
+            bridges: bridge::Entered::default(),
+        };
+        // A bridge's panic unwinds through `restore`: the switch is undone.
+        bridge::resume(bridge::enter_marked(
+            &cx.calling_bridges,
+            &mut restore.bridges,
+        ));
+        f.take().map(|f| f())
+    });
+    f.or(result.ok().flatten(), |f| f())
+}
+
+/// Makes `frame` the current owner; returns the kind of the owner it displaced, which
+/// `frame` now holds. The switch of [`entered`] and [`entered_bridged`].
+///
+/// # Panics
+///
+/// Like [`enter`].
+#[inline(always)]
+fn switch_in(cx: &Context, frame: &mut Frame) -> Owner {
+    let Ok(mut current) = cx.frame.try_borrow_mut() else {
+        crate::error::panic_enter_borrowed()
     };
-    entered.enter_bridges();
-    f()
+    mem::swap(&mut **current, frame);
+    drop(current);
+    cx.owner.replace(Owner::Scoped)
+}
+
+/// Undoes [`switch_in`].
+#[inline(always)]
+fn switch_back(cx: &Context, frame: &mut Frame, displaced: Owner) {
+    if let Ok(mut current) = cx.frame.try_borrow_mut() {
+        mem::swap(&mut **current, frame);
+        cx.owner.set(displaced);
+    }
+}
+
+/// Calls `f` with the thread's mark that a bridge's `enter` or `exit` runs on it (see
+/// [`bridge::enter`]). `None` when the thread's locals are gone.
+#[inline]
+pub(crate) fn with_bridge_mark<R>(f: impl FnOnce(&Cell<bool>) -> R) -> Option<R> {
+    CONTEXT.try_with(|cx| f(&cx.calling_bridges)).ok()
+}
+
+/// Whether a bridge's `enter` or `exit` runs on this thread (also when the thread's
+/// locals are gone: no bridge may be called then).
+#[cfg_attr(
+    not(any(feature = "log-mdc", feature = "opentelemetry")),
+    allow(dead_code)
+)]
+pub(crate) fn calling_bridges() -> bool {
+    CONTEXT
+        .try_with(|cx| cx.calling_bridges.get())
+        .unwrap_or(true)
 }
 
 /// Like [`enter`], but `None` instead of a panic when the frame cannot be entered.

@@ -322,6 +322,16 @@ impl Report<'_> {
             .zip(r("service_plain"))
             .map(|(a, b)| a - b);
         let otel_extract = "request/propagation/extract/opentelemetry";
+        // What a bridged poll cannot go below: a `Task`'s switch around `with_context`.
+        let otel_with_context = "bridge_poll/opentelemetry_with_context";
+        let bridge_floor = "bridge_poll/task_around_with_context_no_bridge";
+        let bridge_floor = match self.ratio(bridge_floor, otel_with_context) {
+            Some(r) => format!(
+                "; its floor, a `Task` around `with_context` with no bridge: {} ({r:.2}×)",
+                self.ns(bridge_floor)
+            ),
+            None => String::new(),
+        };
         let e2e = &self.e2e["automatic_layer"];
         let e2e = if e2e.is_null() {
             &self.e2e["layer"]
@@ -509,11 +519,14 @@ impl Report<'_> {
                 "9 bridge poll vs OTel with_context",
                 "SPEC 9: a poll of a `Task` with the OpenTelemetry bridge installed vs OpenTelemetry's `FutureExt::with_context` on the same future",
                 "bridge_poll/tasklocal_task_bridged",
-                "bridge_poll/opentelemetry_with_context",
+                otel_with_context,
                 1.0,
                 bridge("poll_task_bridged"),
                 bridge("poll_with_context"),
-                "`cargo bench -p tasklocal-benches --bench bridge` (instructions: `examples/hotpath_bridge.rs`)",
+                &format!(
+                    "`cargo bench -p tasklocal-benches --bench bridge` (instructions: \
+                     `examples/hotpath_bridge.rs`){bridge_floor}"
+                ),
             ),
         ]
     }
