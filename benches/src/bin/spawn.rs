@@ -34,6 +34,20 @@
 //! Without `--shapes`, `tasklocal_spawn_8_values_child_reads_one` is SPEC.md 8's spawn
 //! line as programs use it: the child reads one of the 8 inherited values.
 //!
+//! `--automatic` (built with `--cfg tokio_unstable`) measures instead SPEC.md 8b's
+//! automatic-mode spawn line the same way: spawn + await of an empty task with plain
+//! `tokio::spawn`, from a plain tokio task of a runtime without hooks
+//! (`plain_from_task`, the baseline), with no-op hooks (`noop_hooks_from_task`: what
+//! tokio's hook calls alone cost), and in automatic mode from a task that holds an
+//! inheritable value (`automatic_from_task_holding_a_value`). Each variant has a
+//! current-thread runtime of its own, built once; each batch runs in a fresh parent
+//! task.
+//!
+//! ```text
+//! RUSTFLAGS="--cfg tokio_unstable" CARGO_TARGET_DIR=target/unstable \
+//!     cargo run --release -p tasklocal-benches --bin spawn -- --automatic
+//! ```
+//!
 //! Options: `--rounds N` (default 200), `--batch N` spawns per batch (default 10,000).
 
 use std::future::Future;
@@ -254,51 +268,135 @@ fn main() {
         &VARIANTS
     };
 
+    if args.iter().any(|a| a == "--automatic") {
+        return automatic(rounds, size, json_out);
+    }
+
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("a current-thread runtime");
-    // Warm-up: code, caches and the allocator's free lists.
-    for variant in variants {
-        batch(&rt, variant, size);
+    let names: Vec<&str> = variants.iter().map(|v| v.name).collect();
+    let measured = interleave(rounds, size, variants.len(), |i| {
+        batch(&rt, &variants[i], size)
+    });
+    report(&names, &measured, "median_ratio_to_tokio_spawn", json_out);
+}
+
+/// The per-spawn times and the ratios to variant 0 of `rounds` interleaved rounds of
+/// `n` variants, each round running `batch(i)` once for every variant `i` (`size`
+/// spawns + awaits), in an order that rotates from round to round. Every variant
+/// first runs once unmeasured (code, caches and the allocator's free lists).
+fn interleave(
+    rounds: usize,
+    size: u64,
+    n: usize,
+    mut batch: impl FnMut(usize) -> Duration,
+) -> Measured {
+    for i in 0..n {
+        batch(i);
     }
-    let n = variants.len();
-    let mut ns: Vec<Vec<f64>> = vec![Vec::with_capacity(rounds); n];
-    let mut ratios: Vec<Vec<f64>> = vec![Vec::with_capacity(rounds); n];
+    let mut measured = Measured {
+        rounds,
+        size,
+        ns: vec![Vec::with_capacity(rounds); n],
+        ratios: vec![Vec::with_capacity(rounds); n],
+    };
     for round in 0..rounds {
         let mut times = vec![0.0; n];
         for k in 0..n {
             let i = (round + k) % n;
-            times[i] = batch(&rt, &variants[i], size).as_secs_f64();
+            times[i] = batch(i).as_secs_f64();
         }
         for i in 0..n {
-            ns[i].push(times[i] * 1e9 / size as f64);
-            ratios[i].push(times[i] / times[0]);
+            measured.ns[i].push(times[i] * 1e9 / size as f64);
+            measured.ratios[i].push(times[i] / times[0]);
         }
     }
+    measured
+}
+
+/// What [`interleave`] measured, per variant.
+struct Measured {
+    rounds: usize,
+    size: u64,
+    ns: Vec<Vec<f64>>,
+    ratios: Vec<Vec<f64>>,
+}
+
+/// Prints the medians of `measured`: a table, or with `json_out` the JSON the report
+/// reads (the ratios under `ratio_key`).
+fn report(names: &[&str], measured: &Measured, ratio_key: &str, json_out: bool) {
+    let (rounds, size) = (measured.rounds, measured.size);
     let mut median_ns = serde_json::Map::new();
     let mut ratio = serde_json::Map::new();
-    for (i, variant) in variants.iter().enumerate() {
-        median_ns.insert(variant.name.into(), json!(median(ns[i].clone())));
-        ratio.insert(variant.name.into(), json!(median(ratios[i].clone())));
+    for (i, name) in names.iter().enumerate() {
+        median_ns.insert((*name).into(), json!(median(measured.ns[i].clone())));
+        ratio.insert((*name).into(), json!(median(measured.ratios[i].clone())));
     }
-    let result: Value = json!({
-        "rounds": rounds,
-        "batch": size,
-        "median_ns": median_ns,
-        "median_ratio_to_tokio_spawn": ratio,
-    });
     if json_out {
+        let result: Value = json!({
+            "rounds": rounds,
+            "batch": size,
+            "median_ns": median_ns,
+            ratio_key: ratio,
+        });
         println!("{result}");
         return;
     }
     println!("spawn + await, {rounds} interleaved rounds of {size}:");
-    println!("{:<28} {:>10} {:>12}", "variant", "median", "× tokio");
-    for (i, variant) in variants.iter().enumerate() {
+    println!("{:<28} {:>10} {:>12}", "variant", "median", "× first");
+    for (i, name) in names.iter().enumerate() {
         println!(
             "{:<28} {:>7.1} ns {:>11.3}×",
-            variant.name,
-            median(ns[i].clone()),
-            median(ratios[i].clone())
+            name,
+            median(measured.ns[i].clone()),
+            median(measured.ratios[i].clone())
         );
     }
+}
+
+/// `--automatic`: SPEC.md 8b's automatic-mode spawn line (see the module docs).
+#[cfg(tokio_unstable)]
+fn automatic(rounds: usize, size: u64, json_out: bool) {
+    use tasklocal_benches::runtimes::{current_thread, Mode};
+
+    let variants = [
+        ("plain_from_task", Mode::Plain),
+        ("noop_hooks_from_task", Mode::NoopHooks),
+        ("automatic_from_task_holding_a_value", Mode::Automatic),
+    ];
+    let runtimes: Vec<Runtime> = variants
+        .iter()
+        .map(|(_, mode)| current_thread(*mode))
+        .collect();
+    let names: Vec<&str> = variants.iter().map(|(name, _)| *name).collect();
+    let measured = interleave(rounds, size, variants.len(), |i| {
+        let holds = matches!(variants[i].1, Mode::Automatic);
+        let rt = &runtimes[i];
+        rt.block_on(rt.spawn(async move {
+            if holds {
+                KEYS[0].set(1);
+            }
+            let start = Instant::now();
+            for _ in 0..size {
+                black_box(tokio::spawn(async {}).await).expect("the empty task completes");
+            }
+            start.elapsed()
+        }))
+        .expect("the parent task completes")
+    });
+    report(
+        &names,
+        &measured,
+        "median_ratio_to_plain_from_task",
+        json_out,
+    );
+}
+
+#[cfg(not(tokio_unstable))]
+fn automatic(_rounds: usize, _size: u64, _json_out: bool) {
+    eprintln!(
+        "--automatic needs tokio's task hooks: build with RUSTFLAGS=\"--cfg tokio_unstable\""
+    );
+    std::process::exit(2);
 }

@@ -346,6 +346,47 @@ impl Report<'_> {
         let bridge = |n: &str| self.count("bridge", n);
         let bench = "`cargo bench -p tasklocal-benches --bench";
         let unstable = "`RUSTFLAGS=\"--cfg tokio_unstable\" cargo bench -p tasklocal-benches --bench automatic`";
+        // The automatic-mode spawn line: the interleaved rounds of `src/bin/spawn.rs
+        // --automatic` when they ran (both sides of the ratio in the same rounds, as
+        // for section 8's spawn line), else criterion's medians.
+        let auto_spawn_what =
+            "automatic mode, spawn + await from a task that holds a value vs without";
+        let auto_spawn_short = "8b automatic spawn + await, value held";
+        let sa = &self.spawn_automatic;
+        let sa_ns = |n: &str| sa["median_ns"][n].as_f64().map_or("—".into(), fmt_ns);
+        let sa_ratio = |n: &str| sa["median_ratio_to_plain_from_task"][n].as_f64();
+        let auto_spawn = match sa_ratio("automatic_from_task_holding_a_value") {
+            Some(r) => Budget {
+                what: auto_spawn_what.into(),
+                short: auto_spawn_short,
+                measured: Some(r),
+                limit: 1.15,
+                at_most: true,
+                unit: "×",
+                detail: format!(
+                    "{} vs {} ({} interleaved rounds of {}, median of per-round ratios; \
+                     no-op hooks alone: {}); criterion, one benchmark after another: {} — \
+                     `RUSTFLAGS=\"--cfg tokio_unstable\" cargo run --release -p \
+                     tasklocal-benches --bin spawn -- --automatic`",
+                    sa_ns("automatic_from_task_holding_a_value"),
+                    sa_ns("plain_from_task"),
+                    sa["rounds"],
+                    sa["batch"],
+                    sa_ratio("noop_hooks_from_task").map_or("—".into(), |r| format!("{r:.2}×")),
+                    self.both(&sp_a, &sp_b, None, None),
+                ),
+            },
+            None => ratio(
+                auto_spawn_short,
+                auto_spawn_what,
+                &sp_a,
+                &sp_b,
+                1.15,
+                None,
+                None,
+                unstable,
+            ),
+        };
         let mut thread_line = ratio(
             "8b Local::get on a thread vs Cell::get",
             "`Local::get` on a thread owner vs std `thread_local!` `Cell::get`",
@@ -463,16 +504,7 @@ impl Report<'_> {
                 None,
                 unstable,
             ),
-            ratio(
-                "8b automatic spawn + await, value held",
-                "automatic mode, spawn + await from a task that holds a value vs without",
-                &sp_a,
-                &sp_b,
-                1.15,
-                None,
-                None,
-                unstable,
-            ),
+            auto_spawn,
             ratio(
                 "8b log record via MdcLogger vs inline kv",
                 "a `log` record with 4 MDC fields through `MdcLogger` (env_logger) vs the same record with 4 inline key-values",

@@ -117,6 +117,7 @@ fn main() {
     let unstable_home = target.join("criterion-unstable");
     let memory_file = target.join("tasklocal-memory.json");
     let spawn_file = target.join("tasklocal-spawn.json");
+    let spawn_automatic_file = target.join("tasklocal-spawn-automatic.json");
     let callgrind_file = target.join("tasklocal-instructions.json");
     let request_callgrind_file = target.join("tasklocal-instructions-request.json");
     let e2e_file = target.join("tasklocal-e2e.json");
@@ -200,8 +201,19 @@ fn main() {
         if options.only.is_none() {
             let memory = run_memory(&workspace, &target, &options.tasks);
             fs::write(&memory_file, &memory).expect("write the memory results");
-            let spawn = run_program(&workspace, &target, "spawn", &[]);
+            let spawn = run_program(&workspace, &target, "spawn", &[], false);
             fs::write(&spawn_file, &spawn).expect("write the spawn results");
+            if options.automatic {
+                let spawn = run_program(
+                    &workspace,
+                    &unstable_target,
+                    "spawn",
+                    &["--automatic"],
+                    true,
+                );
+                fs::write(&spawn_automatic_file, &spawn)
+                    .expect("write the automatic-mode spawn results");
+            }
         }
         if options.callgrind {
             match run_callgrind(&workspace, &target) {
@@ -248,25 +260,16 @@ fn main() {
                 r
             });
     }
-    let memory: Value = fs::read_to_string(&memory_file)
-        .ok()
-        .and_then(|s| serde_json::from_str(&s).ok())
-        .unwrap_or(Value::Null);
-
-    let spawn: Value = fs::read_to_string(&spawn_file)
-        .ok()
-        .and_then(|s| serde_json::from_str(&s).ok())
-        .unwrap_or(Value::Null);
-    let instructions: Value = fs::read_to_string(&callgrind_file)
-        .ok()
-        .and_then(|s| serde_json::from_str(&s).ok())
-        .unwrap_or(Value::Null);
-    let read_json = |path: &Path| -> Value {
-        fs::read_to_string(path)
+    let read_json = |file: &Path| -> Value {
+        fs::read_to_string(file)
             .ok()
             .and_then(|s| serde_json::from_str(&s).ok())
             .unwrap_or(Value::Null)
     };
+    let memory = read_json(&memory_file);
+    let spawn = read_json(&spawn_file);
+    let spawn_automatic = read_json(&spawn_automatic_file);
+    let instructions = read_json(&callgrind_file);
     let request_instructions = read_json(&request_callgrind_file);
     let e2e = read_json(&e2e_file);
     let mut machine = Machine::probe(&workspace, load_before, load_after);
@@ -282,6 +285,7 @@ fn main() {
         results,
         memory,
         spawn,
+        spawn_automatic,
         instructions,
         request_instructions,
         e2e,
@@ -304,6 +308,8 @@ struct Report<'a> {
     memory: Value,
     /// The interleaved spawn + await rounds of `src/bin/spawn.rs`.
     spawn: Value,
+    /// The same program's rounds in automatic mode (`--automatic`).
+    spawn_automatic: Value,
     instructions: Value,
     /// `examples/hotpath_request.rs`, `examples/hotpath_bridge.rs` and
     /// `lean/examples/hotpath_lean.rs` under callgrind.

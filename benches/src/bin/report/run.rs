@@ -75,13 +75,26 @@ pub(crate) fn cargo_bench(
 
 pub(crate) fn run_memory(workspace: &Path, target: &Path, tasks: &str) -> String {
     eprintln!("== memory and scale (--tasks {tasks})");
-    run_program(workspace, target, "memory", &["--tasks", tasks])
+    run_program(workspace, target, "memory", &["--tasks", tasks], false)
 }
 
 /// Runs the program `bin` of this crate with `--json` and `args`; its standard output.
-pub(crate) fn run_program(workspace: &Path, target: &Path, bin: &str, args: &[&str]) -> String {
-    eprintln!("== {bin}");
-    let out = cargo()
+/// Runs program `bin` of this crate with `--json` and `args`, built in `target`; with
+/// `unstable`, built with `--cfg tokio_unstable`. Its standard output.
+pub(crate) fn run_program(
+    workspace: &Path,
+    target: &Path,
+    bin: &str,
+    args: &[&str],
+    unstable: bool,
+) -> String {
+    eprintln!("== {bin} {}", args.join(" "));
+    let mut cmd = cargo();
+    if unstable {
+        let flags = std::env::var("RUSTFLAGS").unwrap_or_default();
+        cmd.env("RUSTFLAGS", format!("{flags} --cfg tokio_unstable"));
+    }
+    let out = cmd
         .current_dir(workspace)
         .args([
             "run",

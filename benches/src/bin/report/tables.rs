@@ -49,6 +49,44 @@ impl Report<'_> {
             );
         }
         let _ = writeln!(w);
+        self.spawn_automatic_table(w);
+    }
+
+    /// The automatic-mode rounds of the same program (`--automatic`), the source of
+    /// SPEC 8b's automatic spawn line.
+    fn spawn_automatic_table(&self, w: &mut String) {
+        let s = &self.spawn_automatic;
+        if s["median_ns"].as_object().is_none() {
+            return;
+        }
+        let _ = writeln!(
+            w,
+            "Automatic mode, by the same program with `--automatic` (built with `--cfg \
+             tokio_unstable`), the source of SPEC 8b's automatic spawn line: {} rounds of {} \
+             spawns + awaits of an empty task with plain `tokio::spawn`, each variant on a \
+             current-thread runtime of its own, each batch in a fresh parent tokio task; \
+             the ratio is the median of the per-round ratios to the runtime without hooks.\n",
+            s["rounds"], s["batch"]
+        );
+        let _ = writeln!(
+            w,
+            "| variant | median per spawn + await | × `plain_from_task` |"
+        );
+        let _ = writeln!(w, "|---|---|---|");
+        for name in [
+            "plain_from_task",
+            "noop_hooks_from_task",
+            "automatic_from_task_holding_a_value",
+        ] {
+            let ratio = s["median_ratio_to_plain_from_task"][name].as_f64();
+            let _ = writeln!(
+                w,
+                "| `{name}` | {} | {} |",
+                s["median_ns"][name].as_f64().map_or("—".into(), fmt_ns),
+                ratio.map_or("—".into(), |r| format!("{r:.3}×"))
+            );
+        }
+        let _ = writeln!(w);
     }
 
     pub(crate) fn memory_tables(&self, w: &mut String) {
