@@ -34,21 +34,7 @@ impl Report<'_> {
              another by up to ±15%.\n",
             s["rounds"], s["batch"]
         );
-        let _ = writeln!(
-            w,
-            "| variant | median per spawn + await | × `tokio::spawn` |"
-        );
-        let _ = writeln!(w, "|---|---|---|");
-        for name in names {
-            let ratio = s["median_ratio_to_tokio_spawn"][name].as_f64();
-            let _ = writeln!(
-                w,
-                "| `{name}` | {} | {} |",
-                s["median_ns"][name].as_f64().map_or("—".into(), fmt_ns),
-                ratio.map_or("—".into(), |r| format!("{r:.3}×"))
-            );
-        }
-        let _ = writeln!(w);
+        rounds_table(w, s, "median_ratio_to_tokio_spawn", "tokio::spawn", &names);
         self.spawn_automatic_table(w);
     }
 
@@ -68,25 +54,18 @@ impl Report<'_> {
              the ratio is the median of the per-round ratios to the runtime without hooks.\n",
             s["rounds"], s["batch"]
         );
-        let _ = writeln!(
-            w,
-            "| variant | median per spawn + await | × `plain_from_task` |"
-        );
-        let _ = writeln!(w, "|---|---|---|");
-        for name in [
+        let names = [
             "plain_from_task",
             "noop_hooks_from_task",
             "automatic_from_task_holding_a_value",
-        ] {
-            let ratio = s["median_ratio_to_plain_from_task"][name].as_f64();
-            let _ = writeln!(
-                w,
-                "| `{name}` | {} | {} |",
-                s["median_ns"][name].as_f64().map_or("—".into(), fmt_ns),
-                ratio.map_or("—".into(), |r| format!("{r:.3}×"))
-            );
-        }
-        let _ = writeln!(w);
+        ];
+        rounds_table(
+            w,
+            s,
+            "median_ratio_to_plain_from_task",
+            "plain_from_task",
+            &names,
+        );
     }
 
     pub(crate) fn memory_tables(&self, w: &mut String) {
@@ -323,4 +302,27 @@ impl Report<'_> {
             let _ = writeln!(w);
         }
     }
+}
+
+/// The table of one run of `src/bin/spawn.rs`: each variant's median time per spawn +
+/// await and its median ratio (under `ratio_key`) to `baseline`.
+fn rounds_table(
+    w: &mut String,
+    s: &serde_json::Value,
+    ratio_key: &str,
+    baseline: &str,
+    names: &[&str],
+) {
+    let _ = writeln!(w, "| variant | median per spawn + await | × `{baseline}` |");
+    let _ = writeln!(w, "|---|---|---|");
+    for name in names {
+        let ratio = s[ratio_key][*name].as_f64();
+        let _ = writeln!(
+            w,
+            "| `{name}` | {} | {} |",
+            s["median_ns"][*name].as_f64().map_or("—".into(), fmt_ns),
+            ratio.map_or("—".into(), |r| format!("{r:.3}×"))
+        );
+    }
+    let _ = writeln!(w);
 }
