@@ -252,7 +252,8 @@ pub(crate) fn enter_marked(
     allow(dead_code)
 )]
 pub(crate) fn calling() -> bool {
-    current::calling_bridges()
+    // Also when the thread's locals are gone: no bridge may be called then.
+    current::with_bridge_mark(Cell::get).unwrap_or(true)
 }
 
 /// Calls [`Bridge::exit`] of the bridges `entered` counts, last first, with the owner

@@ -30,9 +30,7 @@ use pending::settle_if_pending;
 // Used by automatic mode only.
 #[cfg_attr(not(all(feature = "tokio", tokio_unstable)), allow(unused_imports))]
 pub(crate) use pending::{capture_of, pend, set_settler, unpend, Settler};
-pub(crate) use switch::{
-    calling_bridges, entered, entered_bridged, run_and_finish, try_enter, with_bridge_mark,
-};
+pub(crate) use switch::{entered, entered_bridged, run_and_finish, try_enter, with_bridge_mark};
 #[cfg_attr(not(all(feature = "tokio", tokio_unstable)), allow(unused_imports))]
 pub(crate) use switch::{swap_in, swap_out};
 

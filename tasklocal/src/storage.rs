@@ -243,9 +243,7 @@ impl Storage {
     /// Runs `f` on the inheritable entries, made the owner's own first (copy on write).
     pub(crate) fn inheritables_mut<R>(&self, f: impl FnOnce(&mut Vec<Entry>) -> R) -> Option<R> {
         let mut inherited = self.inheritables.try_borrow_mut().ok()?;
-        let result = f(inherited.own());
-        inherited.make_room();
-        Some(result)
+        Some(inherited.write(f))
     }
 
     pub(crate) fn push_handler(&self, handler: Handler) {

@@ -19,7 +19,7 @@ use futures::task::noop_waker;
 use support::runtime::current_thread;
 use support::teardown::{
     assert_busy_torn_down, assert_failing_torn_down, name, populate, populate_busy,
-    populate_failing, seen, Probe, SHARED, TYPED,
+    populate_failing, seen, Counted, Probe, SHARED, TYPED,
 };
 use tasklocal::{Local, Snapshot, Task};
 
@@ -445,22 +445,17 @@ fn inherited_values_last_held_by_an_untouched_child_drop_as_the_childs() {
 /// a child, ends; the last value goes with the owner.
 #[test]
 fn a_replaced_inheritable_value_drops_when_its_last_holder_lets_go() {
-    static DROPS: AtomicUsize = AtomicUsize::new(0);
-    struct Dropped;
-    impl Drop for Dropped {
-        fn drop(&mut self) {
-            DROPS.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-    static VALUE: tasklocal::Local<Arc<Dropped>> = tasklocal::Local::inheritable();
-    let drops = || DROPS.load(Ordering::SeqCst);
-    tasklocal::Snapshot::empty().run(|| {
-        VALUE.set(Arc::new(Dropped));
-        drop(tasklocal::Snapshot::capture());
-        VALUE.set(Arc::new(Dropped));
+    static VALUE: Local<Counted> = Local::inheritable();
+    let probe = Probe::new();
+    let drops = || probe.dropped.load(Ordering::SeqCst);
+    Snapshot::empty().run(|| {
+        VALUE.set(probe.value("first"));
+        drop(Snapshot::capture());
+        VALUE.set(probe.value("second"));
         assert_eq!(drops(), 1, "replaced, no child holding it");
-        let child = tasklocal::task(async { VALUE.get().is_some() });
-        VALUE.set(Arc::new(Dropped));
+        // (`with`, not `get`: a clone would count as a value of its own.)
+        let child = tasklocal::task(async { VALUE.with(|v| v.is_some()) });
+        VALUE.set(probe.value("third"));
         assert_eq!(drops(), 1, "the child still holds it");
         assert!(block_on(child));
         assert_eq!(drops(), 2, "dropped at the child's end");

@@ -137,21 +137,14 @@ pub(crate) fn entered_bridged<R>(frame: &mut Frame, f: impl FnOnce() -> R) -> R 
 /// Like [`enter`].
 #[inline(always)]
 fn switch_in(cx: &Context, frame: &mut Frame) -> Owner {
-    let Ok(mut current) = cx.frame.try_borrow_mut() else {
-        crate::error::panic_enter_borrowed()
-    };
-    mem::swap(&mut **current, frame);
-    drop(current);
-    cx.owner.replace(Owner::Scoped)
+    exchange_in(cx, frame, Owner::Scoped).unwrap_or_else(|_| crate::error::panic_enter_borrowed())
 }
 
 /// Undoes [`switch_in`].
 #[inline(always)]
 fn switch_back(cx: &Context, frame: &mut Frame, displaced: Owner) {
-    if let Ok(mut current) = cx.frame.try_borrow_mut() {
-        mem::swap(&mut **current, frame);
-        cx.owner.set(displaced);
-    }
+    // Cannot fail: the switch in succeeded, and no borrow outlives the owner's code.
+    let _ = exchange_in(cx, frame, displaced);
 }
 
 /// Calls `f` with the thread's mark that a bridge's `enter` or `exit` runs on it (see
@@ -159,18 +152,6 @@ fn switch_back(cx: &Context, frame: &mut Frame, displaced: Owner) {
 #[inline]
 pub(crate) fn with_bridge_mark<R>(f: impl FnOnce(&Cell<bool>) -> R) -> Option<R> {
     CONTEXT.try_with(|cx| f(&cx.calling_bridges)).ok()
-}
-
-/// Whether a bridge's `enter` or `exit` runs on this thread (also when the thread's
-/// locals are gone: no bridge may be called then).
-#[cfg_attr(
-    not(any(feature = "log-mdc", feature = "opentelemetry")),
-    allow(dead_code)
-)]
-pub(crate) fn calling_bridges() -> bool {
-    CONTEXT
-        .try_with(|cx| cx.calling_bridges.get())
-        .unwrap_or(true)
 }
 
 /// Like [`enter`], but `None` instead of a panic when the frame cannot be entered.
@@ -229,14 +210,19 @@ pub(crate) fn swap_out(frame: &mut Frame, displaced: Owner) -> Result<(), Kind> 
 #[inline]
 fn exchange(frame: &mut Frame, owner: Owner) -> Result<Owner, Kind> {
     CONTEXT
-        .try_with(|cx| match cx.frame.try_borrow_mut() {
-            Ok(mut current) => {
-                mem::swap(&mut **current, frame);
-                Ok(cx.owner.replace(owner))
-            }
-            Err(_) => Err(Kind::Borrowed),
-        })
+        .try_with(|cx| exchange_in(cx, frame, owner))
         .unwrap_or(Err(Kind::Destroyed))
+}
+
+/// The one swap of owners, under every switch: `frame` and the current frame trade
+/// places, and the current owner becomes of kind `owner`; returns the kind it was.
+/// [`Kind::Borrowed`] inside a `with` closure that borrows the current storage.
+#[inline(always)]
+fn exchange_in(cx: &Context, frame: &mut Frame, owner: Owner) -> Result<Owner, Kind> {
+    let mut current = cx.frame.try_borrow_mut().map_err(|_| Kind::Borrowed)?;
+    mem::swap(&mut **current, frame);
+    drop(current);
+    Ok(cx.owner.replace(owner))
 }
 
 impl Drop for Entered<'_> {

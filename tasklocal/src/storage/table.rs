@@ -72,11 +72,19 @@ impl Table {
         }
     }
 
+    /// Runs `f` on the owner's own entries (the writes' general path, after
+    /// [`own_uncaptured`](Self::own_uncaptured)), then makes sure the next capture has
+    /// a spare with room for them.
+    pub(crate) fn write<R>(&mut self, f: impl FnOnce(&mut Vec<Entry>) -> R) -> R {
+        let result = f(self.own());
+        self.make_room();
+        result
+    }
+
     /// The owner's own entries, to write: copied from what it inherited on its first
     /// write, and from then on no longer equal to their last capture (which becomes
-    /// the spare when nobody else holds it). Call [`make_room`](Self::make_room) after
-    /// the write.
-    pub(crate) fn own(&mut self) -> &mut Vec<Entry> {
+    /// the spare when nobody else holds it).
+    fn own(&mut self) -> &mut Vec<Entry> {
         if let Some(mut shared) = self.shared.take() {
             if self.own.is_empty() {
                 self.own = Arc::try_unwrap(shared).unwrap_or_else(|shared| (*shared).clone());
@@ -90,7 +98,7 @@ impl Table {
 
     /// After a write through [`own`](Self::own): a spare with room for every entry,
     /// so that the next capture allocates nothing.
-    pub(crate) fn make_room(&mut self) {
+    fn make_room(&mut self) {
         let needed = self.own.len();
         if needed == 0 {
             return;
@@ -140,12 +148,12 @@ mod tests {
     }
 
     fn write(table: &mut Table, index: usize, n: u8) {
-        let own = table.own();
-        if own.len() <= index {
-            own.resize_with(index + 1, Entry::default);
-        }
-        own[index] = Entry::Small(Small::U8(n));
-        table.make_room();
+        table.write(|own| {
+            if own.len() <= index {
+                own.resize_with(index + 1, Entry::default);
+            }
+            own[index] = Entry::Small(Small::U8(n));
+        });
     }
 
     #[test]
@@ -218,15 +226,13 @@ mod tests {
         let drops = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let dropped = || drops.load(std::sync::atomic::Ordering::SeqCst);
         let mut table = Table::inherited(None);
-        table
-            .own()
-            .push(Entry::Value(Arc::new(Counted(drops.clone()))));
+        table.write(|own| own.push(Entry::Value(Arc::new(Counted(drops.clone())))));
         let child = table.capture();
         drop(child);
         // The kept copy is now the last holder besides the owner's own entries.
         write(&mut table, 1, 7);
         assert_eq!(dropped(), 0, "the value is still the owner's");
-        table.own()[0] = Entry::Empty;
+        table.write(|own| own[0] = Entry::Empty);
         assert_eq!(dropped(), 1, "dropped once, when the owner replaced it");
     }
 
