@@ -5,7 +5,7 @@
 use std::cell::{OnceCell, RefCell};
 
 /// How many cells live inline in a [`Cells`]; programs rarely have more keys.
-const INLINE: usize = 8;
+pub(crate) const INLINE: usize = 8;
 /// Further buckets double in size: bucket `b` holds `INLINE << b` cells.
 const BUCKETS: usize = 40;
 

@@ -4,6 +4,7 @@ use crate::current;
 use crate::error::{panic_access, AccessError, Kind};
 use crate::storage::{Entry, Storage};
 
+use super::key_index::Place;
 use super::slot::Visit;
 use super::Local;
 
@@ -214,10 +215,14 @@ impl<T: Send + Clone + 'static> Local<T> {
     #[inline(never)]
     #[track_caller]
     pub(super) fn get_miss(&'static self) -> Option<T> {
-        match self.index.assigned() {
-            Some(index) if self.is_inheritable() => self.get_inherited_miss(index),
-            Some(index) => self.get_thread_miss(index),
-            None => self.get_general(),
+        if self.is_inheritable() {
+            // With no index yet, one beyond any seed: to `get_general` from there.
+            return self.get_inherited_miss(self.index.assigned_or_beyond());
+        }
+        match self.index.place() {
+            Place::Inline(index) => self.get_thread_miss(index),
+            // Beyond the inline cells, or no index yet.
+            _ => self.get_general(),
         }
     }
 
@@ -265,8 +270,16 @@ impl<T: Send + Clone + 'static> Local<T> {
     /// storage holds it.
     #[inline(always)]
     pub(super) fn get_direct(&'static self) -> Option<T> {
-        let index = self.index.assigned()?;
-        current::with_direct_storage(|storage| self.read_in(storage, index))
+        // The key's kind comes with its index (one load, see `KeyIndex::place`).
+        match self.index.place() {
+            Place::Inline(index) => {
+                current::with_direct_storage(|storage| self.read_local_in(storage, index))
+            }
+            Place::Inheritable(index) => {
+                current::with_direct_storage(|storage| read_inheritable_in(storage, index))
+            }
+            Place::Elsewhere => None,
+        }
     }
 
     /// Like [`get`](Self::get), returning an error instead of panicking (when the value
@@ -310,8 +323,7 @@ impl<T: Send + Clone + 'static> Local<T> {
     #[inline(always)]
     pub(super) fn read_in(&self, storage: &Storage, index: usize) -> Option<T> {
         if self.is_inheritable() {
-            let inherited = storage.inheritables().try_borrow().ok()?;
-            inherited.get(index)?.get::<T>().cloned()
+            read_inheritable_in(storage, index)
         } else {
             self.read_local_in(storage, index)
         }
@@ -332,4 +344,11 @@ impl<T: Send + Clone + 'static> Local<T> {
             _ => self.with_slow(|value| value.cloned()),
         }
     }
+}
+
+/// A clone of the inheritable value at `index` in `storage`, if present.
+#[inline(always)]
+fn read_inheritable_in<T: Clone + 'static>(storage: &Storage, index: usize) -> Option<T> {
+    let inherited = storage.inheritables().try_borrow().ok()?;
+    inherited.get(index)?.get::<T>().cloned()
 }

@@ -8,6 +8,7 @@ use crate::error::{panic_access, AccessError, Kind};
 use crate::storage::{Entry, Value};
 
 use super::inheritable::{replace_inheritable, unique_mut};
+use super::key_index::Place;
 use super::slot::{lend_out, replace_local, LentBack, Raw, Visit};
 use super::Local;
 
@@ -68,16 +69,18 @@ impl<T: Send + 'static> Local<T> {
     /// old value, or `value` back.
     #[inline(always)]
     pub(super) fn set_scoped(&'static self, value: T) -> Result<T, T> {
-        let Some(index) = self.index.assigned() else {
-            return Err(value);
-        };
         let mut value = Some(value);
-        // Two closures, the key's kind decided outside them: one closure with the branch
-        // inside compiled to a path 24 instructions longer.
-        let old = if self.is_inheritable() {
-            current::with_direct_storage(|storage| replace_inheritable(storage, index, &mut value))
-        } else {
-            current::with_direct_storage(|storage| replace_local(storage, index, &mut value))
+        // Two closures, the key's kind decided outside them (from its index, one load:
+        // see `KeyIndex::place`): one closure with the branch inside compiled to a
+        // path 24 instructions longer.
+        let old = match self.index.place() {
+            Place::Inline(index) => {
+                current::with_direct_storage(|storage| replace_local(storage, index, &mut value))
+            }
+            Place::Inheritable(index) => current::with_direct_storage(|storage| {
+                replace_inheritable(storage, index, &mut value)
+            }),
+            Place::Elsewhere => None,
         };
         // Not `Once`: its `or` here compiled to 8 more instructions a `set`.
         match (old, value) {
@@ -313,12 +316,9 @@ impl<T: Send + 'static> Local<T> {
     /// `Value` (inline for a primitive).
     #[inline(always)]
     fn bind_scoped(&'static self, value: T) -> Result<(usize, Option<T>), T> {
-        let Some(index) = self.index.assigned() else {
+        let Place::Inline(index) = self.index.place() else {
             return Err(value);
         };
-        if self.is_inheritable() {
-            return Err(value);
-        }
         let mut value = Some(value);
         let old = current::with_direct_storage(|storage| {
             let mut slot = storage.locals().get_inline(index)?.try_borrow_mut().ok()?;
