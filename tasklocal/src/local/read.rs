@@ -50,9 +50,8 @@ impl<T: Send + 'static> Local<T> {
     #[inline]
     pub fn try_with<R>(&'static self, f: impl FnOnce(Option<&T>) -> R) -> Result<R, AccessError> {
         let mut f = Some(f);
-        if !self.is_inheritable() {
+        if let Place::Inline(index) = self.index.place() {
             // Fast path: a non-inheritable value is read in place, under the borrow.
-            let index = self.index();
             let fast = current::with_storage(|storage| {
                 let slot = storage.locals().get_inline(index)?.try_borrow().ok()?;
                 let value = slot.as_ref()?.downcast_ref::<T>()?;
@@ -79,15 +78,15 @@ impl<T: Send + 'static> Local<T> {
         f: impl FnOnce(Option<&T>) -> R,
     ) -> Result<R, AccessError> {
         let mut f = Some(f);
-        if let Some(index) = self.index.assigned() {
-            let fast = self.with_direct_entry(index, |entry| {
-                // Looked at before `f` is taken: with no value, `f` goes to `try_with`.
-                let value = entry.get::<T>()?;
-                Some(f.take()?(Some(value)))
-            });
-            if let Some(r) = fast {
-                return Ok(r);
-            }
+        // With no index yet, one beyond any table: a miss, to `try_with`.
+        let index = self.index.assigned_or_beyond();
+        let fast = self.with_direct_entry(index, |entry| {
+            // Looked at before `f` is taken: with no value, `f` goes to `try_with`.
+            let value = entry.get::<T>()?;
+            Some(f.take()?(Some(value)))
+        });
+        if let Some(r) = fast {
+            return Ok(r);
         }
         match f {
             Some(f) => self.try_with(f),
@@ -106,13 +105,12 @@ impl<T: Send + 'static> Local<T> {
         &'static self,
         f: impl FnOnce(Option<&T>) -> R,
     ) -> Result<R, AccessError> {
-        if let Some(index) = self.index.assigned() {
-            // A value of this key, ready to read (not lent out, not to fork).
-            let entry =
-                self.with_direct_entry(index, |entry| entry.get::<T>().map(|_| entry.clone()));
-            if let Some(entry) = entry {
-                return Ok(f(entry.get::<T>()));
-            }
+        // A value of this key, ready to read (not lent out, not to fork). With no index
+        // yet, one beyond any table: a miss, to `try_with`.
+        let index = self.index.assigned_or_beyond();
+        let entry = self.with_direct_entry(index, |entry| entry.get::<T>().map(|_| entry.clone()));
+        if let Some(entry) = entry {
+            return Ok(f(entry.get::<T>()));
         }
         self.try_with(f)
     }
