@@ -77,6 +77,10 @@ impl<T: Send + 'static> Local<T> {
         &'static self,
         f: impl FnOnce(Option<&T>) -> R,
     ) -> Result<R, AccessError> {
+        debug_assert!(
+            self.is_inheritable(),
+            "`with_in_place` of a non-inheritable key"
+        );
         let mut f = Some(f);
         // With no index yet, one beyond any table: a miss, to `try_with`.
         let index = self.index.assigned_or_beyond();
@@ -105,6 +109,10 @@ impl<T: Send + 'static> Local<T> {
         &'static self,
         f: impl FnOnce(Option<&T>) -> R,
     ) -> Result<R, AccessError> {
+        debug_assert!(
+            self.is_inheritable(),
+            "`with_shared` of a non-inheritable key"
+        );
         // A value of this key, ready to read (not lent out, not to fork). With no index
         // yet, one beyond any table: a miss, to `try_with`.
         let index = self.index.assigned_or_beyond();
