@@ -199,9 +199,9 @@
 //! [`thread`], [`mdc`], `log`, `tracing`, `http` — sit on top and only call down.
 //!
 //! The path of `Local::get` of a value inside a [`Task`]: the key's index and kind (one
-//! relaxed atomic load, `KeyIndex::place`) → `current::with_direct_storage` (the current owner is a `Task`: its
-//! storage) → the key's cell (one of 8 inline cells, or the inheritable table's entry)
-//! → a clone. A hit makes no call. Without the `tokio` feature a thread owner's value
+//! relaxed atomic load, `KeyIndex::place`) → `current::with_direct_storage` (the
+//! current owner is a `Task`: its storage) → the key's cell (one of 8 inline cells, or
+//! the inheritable table's entry) → a clone. A hit makes no call. Without the `tokio` feature a thread owner's value
 //! takes this same path. Anything else leaves the inlined path once: a child's
 //! inherited value is read from its seed, and, with `tokio`, a thread owner's value
 //! the same way as a `Task`'s after asking tokio whether a plain tokio task runs (the

@@ -149,4 +149,14 @@ mod tests {
             Place::Inheritable(_) => panic!("a non-inheritable key's place"),
         }
     }
+
+    #[test]
+    fn the_loser_of_an_assignment_race_takes_the_winners_index() {
+        // What a thread that lost the race sees: the index already assigned, untagged.
+        let (local, inheritable) = (KeyIndex::new(), KeyIndex::new());
+        let (l, i) = (local.get(false), inheritable.get(true));
+        assert_eq!(local.assign(false), l);
+        assert_eq!(inheritable.assign(true), i);
+        assert_eq!(inheritable.assigned(), Some(i), "the winner's stays");
+    }
 }

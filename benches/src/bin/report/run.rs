@@ -78,7 +78,6 @@ pub(crate) fn run_memory(workspace: &Path, target: &Path, tasks: &str) -> String
     run_program(workspace, target, "memory", &["--tasks", tasks], false)
 }
 
-/// Runs the program `bin` of this crate with `--json` and `args`; its standard output.
 /// Runs program `bin` of this crate with `--json` and `args`, built in `target`; with
 /// `unstable`, built with `--cfg tokio_unstable`. Its standard output.
 pub(crate) fn run_program(
