@@ -22,57 +22,17 @@ mod automatic {
     use std::time::{Duration, Instant};
 
     use criterion::{criterion_group, Criterion};
-    use tasklocal_benches::runtimes::{current_thread, multi_thread, Mode};
+    use tasklocal_benches::runtimes::{self, current_thread, multi_thread, Mode};
     use tokio::runtime::Runtime;
 
     static VALUE: tasklocal::Local<u64> = tasklocal::Local::new();
     /// What the parent of SPEC.md 8b's spawn line holds (children inherit it).
     static INHERITED: tasklocal::Local<u64> = tasklocal::Local::inheritable();
 
-    /// `tasks` tasks polled `iters` times in all; the time per poll.
+    /// `tasks` tasks polled `iters` times in all, each setting `VALUE` first when
+    /// `set` (in a `Task::isolated` when `wrap`): the time per `iters` polls.
     fn polls(rt: &Runtime, tasks: u64, iters: u64, wrap: bool, set: bool) -> Duration {
-        polls_reading(rt, tasks, iters, wrap, set, false)
-    }
-
-    /// [`polls`], reading `VALUE` in every poll when `read`.
-    fn polls_reading(
-        rt: &Runtime,
-        tasks: u64,
-        iters: u64,
-        wrap: bool,
-        set: bool,
-        read: bool,
-    ) -> Duration {
-        let per_task = iters.div_ceil(tasks);
-        let start = Instant::now();
-        rt.block_on(async {
-            let handles: Vec<_> = (0..tasks)
-                .map(|_| {
-                    let work = async move {
-                        if set {
-                            VALUE.set(1);
-                        }
-                        for _ in 1..per_task {
-                            tokio::task::yield_now().await;
-                            if read {
-                                std::hint::black_box(VALUE.get());
-                            }
-                        }
-                    };
-                    if wrap {
-                        tokio::spawn(tasklocal::Task::isolated(work))
-                    } else {
-                        tokio::spawn(work)
-                    }
-                })
-                .collect();
-            for handle in handles {
-                handle.await.unwrap();
-            }
-        });
-        start
-            .elapsed()
-            .mul_f64(iters as f64 / (per_task * tasks) as f64)
+        runtimes::polls(rt, &VALUE, (tasks, iters), (wrap, set, false))
     }
 
     fn poll(c: &mut Criterion) {
@@ -96,7 +56,7 @@ mod automatic {
         }
         let rt = current_thread(Mode::Automatic);
         g.bench_function("automatic_reads_each_poll", |b| {
-            b.iter_custom(|iters| polls_reading(&rt, 1, iters, false, true, true))
+            b.iter_custom(|iters| runtimes::polls(&rt, &VALUE, (1, iters), (false, true, true)))
         });
         g.finish();
 

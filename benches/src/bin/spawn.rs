@@ -1,14 +1,11 @@
 //! Spawn + await, interleaved: `tasklocal::spawn` with 0, 1, 8 and 64 inherited values
 //! against plain `tokio::spawn`, on a current-thread runtime, in rounds.
 //!
-//! Every round runs one batch of each variant, in an order that rotates from round to
-//! round, and divides each batch's time by the `tokio::spawn` batch of the same round.
-//! The result is the median of those per-round ratios. Run one after another, as
-//! criterion runs its benchmarks, the medians of two variants drift apart by ±15% on
-//! a shared 2-core machine: a slow phase, or a heap that the previous benchmark left
-//! in another shape (glibc's `posix_memalign`, which every tokio task goes through,
-//! costs 570 instructions or 820 depending on what came before). Interleaved, both
-//! sides of a ratio see the same phases and the same heap.
+//! In interleaved rounds ([`tasklocal_benches::rounds`]): each ratio is the median of
+//! per-round ratios to the `tokio::spawn` batch of the same round. Criterion, running
+//! one benchmark after another, lets the heap's shape drift between them: glibc's
+//! `posix_memalign`, which every tokio task goes through, costs 570 instructions or
+//! 820 depending on what came before.
 //!
 //! Each batch runs in a fresh parent `Task` that sets its own inheritable values
 //! first (8 for the `tokio::spawn` baseline, which inherits nothing), then spawns and
@@ -57,8 +54,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
 use tasklocal::{Local, Task};
+use tasklocal_benches::rounds::{arg, interleave, report};
 use tokio::runtime::Runtime;
 use tokio::task::JoinHandle;
 
@@ -245,18 +242,6 @@ fn batch(rt: &Runtime, variant: &Variant, batch: u64) -> Duration {
     }))
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-fn arg(args: &[String], name: &str, default: u64) -> u64 {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .map_or(default, |v| v.parse().expect("a number"))
-}
-
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let rounds = arg(&args, "--rounds", 200) as usize;
@@ -276,83 +261,20 @@ fn main() {
         .build()
         .expect("a current-thread runtime");
     let names: Vec<&str> = variants.iter().map(|v| v.name).collect();
-    let measured = interleave(rounds, size, variants.len(), |i| {
-        batch(&rt, &variants[i], size)
-    });
-    report(&names, &measured, "median_ratio_to_tokio_spawn", json_out);
-}
-
-/// The per-spawn times and the ratios to variant 0 of `rounds` interleaved rounds of
-/// `n` variants, each round running `batch(i)` once for every variant `i` (`size`
-/// spawns + awaits), in an order that rotates from round to round. Every variant
-/// first runs once unmeasured (code, caches and the allocator's free lists).
-fn interleave(
-    rounds: usize,
-    size: u64,
-    n: usize,
-    mut batch: impl FnMut(usize) -> Duration,
-) -> Measured {
-    for i in 0..n {
-        batch(i);
-    }
-    let mut measured = Measured {
+    let measured = interleave(
         rounds,
         size,
-        ns: vec![Vec::with_capacity(rounds); n],
-        ratios: vec![Vec::with_capacity(rounds); n],
-    };
-    for round in 0..rounds {
-        let mut times = vec![0.0; n];
-        for k in 0..n {
-            let i = (round + k) % n;
-            times[i] = batch(i).as_secs_f64();
-        }
-        for i in 0..n {
-            measured.ns[i].push(times[i] * 1e9 / size as f64);
-            measured.ratios[i].push(times[i] / times[0]);
-        }
-    }
-    measured
-}
-
-/// What [`interleave`] measured, per variant.
-struct Measured {
-    rounds: usize,
-    size: u64,
-    ns: Vec<Vec<f64>>,
-    ratios: Vec<Vec<f64>>,
-}
-
-/// Prints the medians of `measured`: a table, or with `json_out` the JSON the report
-/// reads (the ratios under `ratio_key`).
-fn report(names: &[&str], measured: &Measured, ratio_key: &str, json_out: bool) {
-    let (rounds, size) = (measured.rounds, measured.size);
-    let mut median_ns = serde_json::Map::new();
-    let mut ratio = serde_json::Map::new();
-    for (i, name) in names.iter().enumerate() {
-        median_ns.insert((*name).into(), json!(median(measured.ns[i].clone())));
-        ratio.insert((*name).into(), json!(median(measured.ratios[i].clone())));
-    }
-    if json_out {
-        let result: Value = json!({
-            "rounds": rounds,
-            "batch": size,
-            "median_ns": median_ns,
-            ratio_key: ratio,
-        });
-        println!("{result}");
-        return;
-    }
-    println!("spawn + await, {rounds} interleaved rounds of {size}:");
-    println!("{:<28} {:>10} {:>12}", "variant", "median", "× first");
-    for (i, name) in names.iter().enumerate() {
-        println!(
-            "{:<28} {:>7.1} ns {:>11.3}×",
-            name,
-            median(measured.ns[i].clone()),
-            median(measured.ratios[i].clone())
-        );
-    }
+        variants.len(),
+        |_| 0,
+        |i| batch(&rt, &variants[i], size),
+    );
+    report(
+        "spawn + await",
+        &names,
+        &measured,
+        "median_ratio_to_tokio_spawn",
+        json_out,
+    );
 }
 
 /// `--automatic`: SPEC.md 8b's automatic-mode spawn line (see the module docs).
@@ -370,22 +292,29 @@ fn automatic(rounds: usize, size: u64, json_out: bool) {
         .map(|(_, mode)| current_thread(*mode))
         .collect();
     let names: Vec<&str> = variants.iter().map(|(name, _)| *name).collect();
-    let measured = interleave(rounds, size, variants.len(), |i| {
-        let holds = matches!(variants[i].1, Mode::Automatic);
-        let rt = &runtimes[i];
-        rt.block_on(rt.spawn(async move {
-            if holds {
-                KEYS[0].set(1);
-            }
-            let start = Instant::now();
-            for _ in 0..size {
-                black_box(tokio::spawn(async {}).await).expect("the empty task completes");
-            }
-            start.elapsed()
-        }))
-        .expect("the parent task completes")
-    });
+    let measured = interleave(
+        rounds,
+        size,
+        variants.len(),
+        |_| 0,
+        |i| {
+            let holds = matches!(variants[i].1, Mode::Automatic);
+            let rt = &runtimes[i];
+            rt.block_on(rt.spawn(async move {
+                if holds {
+                    KEYS[0].set(1);
+                }
+                let start = Instant::now();
+                for _ in 0..size {
+                    black_box(tokio::spawn(async {}).await).expect("the empty task completes");
+                }
+                start.elapsed()
+            }))
+            .expect("the parent task completes")
+        },
+    );
     report(
+        "spawn + await",
         &names,
         &measured,
         "median_ratio_to_plain_from_task",

@@ -387,6 +387,49 @@ impl Report<'_> {
                 unstable,
             ),
         };
+        // The automatic-mode per-poll lines: the interleaved rounds of
+        // `src/bin/polls.rs` when they ran (as for the spawn lines), else criterion's.
+        let pa = &self.polls_automatic;
+        let auto_poll =
+            |short: &'static str, what: &str, a: &str, base: &str, (ca, cb): (&str, &str)| {
+                let pa_ns = |n: &str| pa["median_ns"][n].as_f64().map_or("—".into(), fmt_ns);
+                match pa["median_ratio_to_plain"][a].as_f64() {
+                    Some(r) => Budget {
+                        what: what.into(),
+                        short,
+                        measured: Some(r),
+                        limit: 1.10,
+                        at_most: true,
+                        unit: "×",
+                        detail: format!(
+                            "{} vs {} ({} interleaved rounds of {} polls, median of per-round \
+                         ratios); criterion, one benchmark after another: {} — \
+                         `RUSTFLAGS=\"--cfg tokio_unstable\" cargo run --release -p \
+                         tasklocal-benches --bin polls`",
+                            pa_ns(a),
+                            pa_ns(base),
+                            pa["rounds"],
+                            pa["batch"],
+                            self.both(ca, cb, None, None),
+                        ),
+                    },
+                    None => ratio(short, what, ca, cb, 1.10, None, None, unstable),
+                }
+            };
+        let auto_poll_mt = auto_poll(
+            "8b automatic poll, 2 workers",
+            "automatic mode per poll, multi-thread runtime with 2 workers vs the same runtime without",
+            "mt_automatic_one_value_set",
+            "mt_plain",
+            (&mt_a, &mt_b),
+        );
+        let auto_poll_ct = auto_poll(
+            "8b automatic poll, current-thread",
+            "automatic mode per poll, current-thread runtime vs without",
+            "ct_automatic",
+            "ct_plain",
+            (&ct_a, &ct_b),
+        );
         let mut thread_line = ratio(
             "8b Local::get on a thread vs Cell::get",
             "`Local::get` on a thread owner vs std `thread_local!` `Cell::get`",
@@ -484,26 +527,8 @@ impl Report<'_> {
                         )),
                 ),
             },
-            ratio(
-                "8b automatic poll, 2 workers",
-                "automatic mode per poll, multi-thread runtime with 2 workers vs the same runtime without",
-                &mt_a,
-                &mt_b,
-                1.10,
-                None,
-                None,
-                unstable,
-            ),
-            ratio(
-                "8b automatic poll, current-thread",
-                "automatic mode per poll, current-thread runtime vs without",
-                &ct_a,
-                &ct_b,
-                1.10,
-                None,
-                None,
-                unstable,
-            ),
+            auto_poll_mt,
+            auto_poll_ct,
             auto_spawn,
             ratio(
                 "8b log record via MdcLogger vs inline kv",

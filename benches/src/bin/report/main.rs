@@ -1,6 +1,7 @@
 //! Regenerates `docs/BENCHMARKS.md` and `docs/benchmarks.svg`: runs every criterion
 //! benchmark of this crate with short warm-up and measurement times, runs the
-//! `memory` program and the interleaved `spawn` program, reads criterion's
+//! `memory` program and the interleaved `spawn` and (with `--automatic`) `polls`
+//! programs, reads criterion's
 //! `estimates.json` files, and writes a table of medians and ratios with the SPEC.md
 //! section 8 budget lines marked pass or fail.
 //!
@@ -118,6 +119,7 @@ fn main() {
     let memory_file = target.join("tasklocal-memory.json");
     let spawn_file = target.join("tasklocal-spawn.json");
     let spawn_automatic_file = target.join("tasklocal-spawn-automatic.json");
+    let polls_automatic_file = target.join("tasklocal-polls-automatic.json");
     let callgrind_file = target.join("tasklocal-instructions.json");
     let request_callgrind_file = target.join("tasklocal-instructions-request.json");
     let e2e_file = target.join("tasklocal-e2e.json");
@@ -213,6 +215,9 @@ fn main() {
                 );
                 fs::write(&spawn_automatic_file, &spawn)
                     .expect("write the automatic-mode spawn results");
+                let polls = run_program(&workspace, &unstable_target, "polls", &[], true);
+                fs::write(&polls_automatic_file, &polls)
+                    .expect("write the automatic-mode poll results");
             }
         }
         if options.callgrind {
@@ -269,6 +274,7 @@ fn main() {
     let memory = read_json(&memory_file);
     let spawn = read_json(&spawn_file);
     let spawn_automatic = read_json(&spawn_automatic_file);
+    let polls_automatic = read_json(&polls_automatic_file);
     let instructions = read_json(&callgrind_file);
     let request_instructions = read_json(&request_callgrind_file);
     let e2e = read_json(&e2e_file);
@@ -286,6 +292,7 @@ fn main() {
         memory,
         spawn,
         spawn_automatic,
+        polls_automatic,
         instructions,
         request_instructions,
         e2e,
@@ -310,6 +317,8 @@ struct Report<'a> {
     spawn: Value,
     /// The same program's rounds in automatic mode (`--automatic`).
     spawn_automatic: Value,
+    /// The interleaved per-poll rounds of `src/bin/polls.rs` (automatic mode).
+    polls_automatic: Value,
     instructions: Value,
     /// `examples/hotpath_request.rs`, `examples/hotpath_bridge.rs` and
     /// `lean/examples/hotpath_lean.rs` under callgrind.

@@ -1,5 +1,6 @@
 //! The tables of the measuring programs in `docs/BENCHMARKS.md`: spawn + await in
-//! interleaved rounds (`src/bin/spawn.rs`), memory and scale (`src/bin/memory.rs`), and
+//! interleaved rounds (`src/bin/spawn.rs`), automatic mode per poll in interleaved
+//! rounds (`src/bin/polls.rs`), memory and scale (`src/bin/memory.rs`), and
 //! instructions per call under callgrind (`examples/hotpath.rs`).
 
 use std::fmt::Write as _;
@@ -34,8 +35,16 @@ impl Report<'_> {
              another by up to ±15%.\n",
             s["rounds"], s["batch"]
         );
-        rounds_table(w, s, "median_ratio_to_tokio_spawn", "tokio::spawn", &names);
+        rounds_table(
+            w,
+            s,
+            SPAWN,
+            "median_ratio_to_tokio_spawn",
+            "tokio::spawn",
+            &names,
+        );
         self.spawn_automatic_table(w);
+        self.polls_automatic_table(w);
     }
 
     /// The automatic-mode rounds of the same program (`--automatic`), the source of
@@ -62,8 +71,48 @@ impl Report<'_> {
         rounds_table(
             w,
             s,
+            SPAWN,
             "median_ratio_to_plain_from_task",
             "plain_from_task",
+            &names,
+        );
+    }
+
+    /// The automatic-mode poll rounds of `src/bin/polls.rs`, the source of SPEC 8b's
+    /// automatic per-poll lines.
+    fn polls_automatic_table(&self, w: &mut String) {
+        let s = &self.polls_automatic;
+        if s["median_ns"].as_object().is_none() {
+            return;
+        }
+        let _ = writeln!(w, "## Automatic mode per poll, interleaved\n");
+        let _ = writeln!(
+            w,
+            "Measured by `benches/src/bin/polls.rs` (built with `--cfg tokio_unstable`), the \
+             source of SPEC 8b's automatic per-poll lines: {} rounds, each running a batch \
+             of {} polls (`yield_now` round trips) of every variant, in a rotating order — \
+             one task on a current-thread runtime (`ct_`), 64 tasks on a multi-thread \
+             runtime with 2 workers (`mt_`) — each on a runtime of its own; the ratio is \
+             the median of the per-round ratios to the runtime of the same kind without \
+             hooks. Criterion's `poll_` rows above measure the same loops one benchmark \
+             after another.\n",
+            s["rounds"], s["batch"]
+        );
+        let names = [
+            "ct_plain",
+            "ct_noop_hooks",
+            "ct_automatic",
+            "ct_automatic_one_value_set",
+            "mt_plain",
+            "mt_noop_hooks",
+            "mt_automatic_one_value_set",
+        ];
+        rounds_table(
+            w,
+            s,
+            "poll",
+            "median_ratio_to_plain",
+            "ct_plain` or `mt_plain",
             &names,
         );
     }
@@ -304,16 +353,21 @@ impl Report<'_> {
     }
 }
 
-/// The table of one run of `src/bin/spawn.rs`: each variant's median time per spawn +
-/// await and its median ratio (under `ratio_key`) to `baseline`.
+/// What one operation of the spawn rounds is.
+const SPAWN: &str = "spawn + await";
+
+/// The table of one run of `src/bin/spawn.rs` or `src/bin/polls.rs`: each variant's
+/// median time per operation (`what`) and its median ratio (under `ratio_key`) to
+/// `baseline`.
 fn rounds_table(
     w: &mut String,
     s: &serde_json::Value,
+    what: &str,
     ratio_key: &str,
     baseline: &str,
     names: &[&str],
 ) {
-    let _ = writeln!(w, "| variant | median per spawn + await | × `{baseline}` |");
+    let _ = writeln!(w, "| variant | median per {what} | × `{baseline}` |");
     let _ = writeln!(w, "|---|---|---|");
     for name in names {
         let ratio = s[ratio_key][*name].as_f64();
