@@ -42,7 +42,7 @@ pub mod polls {
 }
 
 /// Interleaved rounds (`src/bin/spawn.rs`, `src/bin/polls.rs`): every round runs one
-/// batch of each variant, in an order that rotates from round to round, and divides
+/// batch of each variant, in an order shuffled anew each round, and divides
 /// each batch's time by its baseline's in the same round; the result is the median of
 /// those per-round ratios. Run one after another, as criterion runs its benchmarks,
 /// the medians of two variants drift apart by ±15% on a shared 2-core machine (a slow
@@ -94,10 +94,20 @@ pub mod rounds {
             ns: vec![Vec::with_capacity(rounds); n],
             ratios: vec![Vec::with_capacity(rounds); n],
         };
-        for round in 0..rounds {
+        let mut order: Vec<usize> = (0..n).collect();
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        for _ in 0..rounds {
+            // A new order each round (Fisher-Yates, xorshift): in a fixed cycle, each
+            // variant would always run after the same other one, and inherit the heap
+            // and the idle threads that one leaves.
+            for k in (1..n).rev() {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                order.swap(k, (seed % (k as u64 + 1)) as usize);
+            }
             let mut times = vec![0.0; n];
-            for k in 0..n {
-                let i = (round + k) % n;
+            for &i in &order {
                 times[i] = batch(i).as_secs_f64();
             }
             for i in 0..n {

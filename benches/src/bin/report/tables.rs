@@ -27,7 +27,7 @@ impl Report<'_> {
             w,
             "Measured by `benches/src/bin/spawn.rs`, the source of the spawn budget lines: \
              {} rounds, each running a batch of {} spawns + awaits of every variant (in a \
-             rotating order, each batch in a fresh parent `Task` with its values set) and \
+             order shuffled each round, each batch in a fresh parent `Task` with its values set) and \
              dividing each batch by the round's `tokio::spawn` batch; the ratio is the median \
              of those per-round ratios. Criterion's `spawn_await` rows above measure the same \
              loops one benchmark after another, where a slow phase of the machine, or the \
@@ -90,7 +90,7 @@ impl Report<'_> {
             w,
             "Measured by `benches/src/bin/polls.rs` (built with `--cfg tokio_unstable`), the \
              source of SPEC 8b's automatic per-poll lines: {} rounds, each running a batch \
-             of {} polls (`yield_now` round trips) of every variant, in a rotating order — \
+             of {} polls (`yield_now` round trips) of every variant, in an order shuffled each round — \
              one task on a current-thread runtime (`ct_`), 64 tasks on a multi-thread \
              runtime with 2 workers (`mt_`) — each on a runtime of its own; the ratio is \
              the median of the per-round ratios to the runtime of the same kind without \
