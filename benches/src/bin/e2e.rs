@@ -2,12 +2,13 @@
 //! bounded load from loopback, in interleaved rounds:
 //!
 //! * `plain`: plain axum, a handler that answers `"hello"`;
-//! * `layer`: the same router behind `ServerLayer`, a handler that reads one `Local`
-//!   value and inserts one MDC field;
+//! * `layer`: the router, with a handler that reads one `Local` value and inserts one
+//!   MDC field, inside `ServerLayer` (outermost, as its docs advise: wrapping the
+//!   router, served with `axum::ServiceExt::into_make_service`);
 //! * `automatic`: the handler that reads and inserts, on a runtime in automatic mode,
 //!   without `ServerLayer`;
-//! * `automatic_layer`: both (the two automatic modes only when built with
-//!   `--cfg tokio_unstable`; otherwise they are skipped).
+//! * `automatic_layer`: automatic mode and `layer` (the two automatic modes only when
+//!   built with `--cfg tokio_unstable`; otherwise they are skipped).
 //!
 //! Every request carries a `traceparent` and a 2-member `baggage`, as a traced
 //! service's requests do.
@@ -28,12 +29,15 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use axum::body::Body;
+use axum::extract::Request;
 use axum::routing::get;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use tasklocal::http::ServerLayer;
 use tasklocal::{mdc, Local};
+use tower::Layer as _;
 
 const MODES: [&str; 4] = ["plain", "layer", "automatic", "automatic_layer"];
 
@@ -66,13 +70,6 @@ fn serve(mode: &str) {
     }
     let rt = builder.build().expect("a runtime");
     rt.block_on(async {
-        let router = match mode {
-            "plain" => axum::Router::new().route("/", get(hello)),
-            "automatic" => axum::Router::new().route("/", get(hello_with_context)),
-            _ => axum::Router::new()
-                .route("/", get(hello_with_context))
-                .layer(ServerLayer),
-        };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind 127.0.0.1");
@@ -85,10 +82,32 @@ fn serve(mode: &str) {
             })
             .await;
         };
-        axum::serve(listener, router)
-            .with_graceful_shutdown(stop)
-            .await
-            .expect("serve");
+        let with_context = axum::Router::new().route("/", get(hello_with_context));
+        let served = match mode {
+            "plain" => {
+                let router = axum::Router::new().route("/", get(hello));
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(stop)
+                    .await
+            }
+            "automatic" => {
+                axum::serve(listener, with_context)
+                    .with_graceful_shutdown(stop)
+                    .await
+            }
+            // `layer`, `automatic_layer`: `ServerLayer` outermost, around the router.
+            _ => {
+                let app = tower::ServiceExt::<Request>::map_response(
+                    ServerLayer.layer(with_context),
+                    |response: http::Response<_>| response.map(Body::new),
+                );
+                let app = axum::ServiceExt::<Request>::into_make_service(app);
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stop)
+                    .await
+            }
+        };
+        served.expect("serve");
     });
 }
 

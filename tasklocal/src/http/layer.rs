@@ -46,6 +46,32 @@ use crate::Task;
 /// let response = futures::executor::block_on(service.oneshot(request)).unwrap();
 /// assert_eq!(response.into_body().into_inner().flatten().as_deref(), Some("r-7"));
 /// ```
+///
+/// With axum, `Router::layer(ServerLayer)` works; axum applies it to each route, after
+/// routing. Outermost means around the whole router, which axum serves with
+/// `axum::ServiceExt::into_make_service` once the body is boxed into axum's own (a
+/// request costs about the same either way: axum boxes and clones a layered route for
+/// each request, about as much as that box):
+///
+/// ```
+/// use axum::{body::Body, extract::Request, routing::get, Router};
+/// use tasklocal::http::ServerLayer;
+/// use tower::{Layer, ServiceExt};
+///
+/// let tenant = || async { tasklocal::mdc::get("tenant").unwrap_or_default() };
+/// let router = Router::new().route("/", get(tenant));
+/// let app = ServiceExt::<Request>::map_response(ServerLayer.layer(router), |response| {
+///     http::Response::map(response, Body::new)
+/// });
+/// // To serve it: axum::serve(listener, axum::ServiceExt::<Request>::into_make_service(app))
+/// let request = Request::builder()
+///     .header("baggage", "tenant=acme")
+///     .body(Body::empty())
+///     .unwrap();
+/// let response = futures::executor::block_on(app.oneshot(request)).unwrap();
+/// let body = futures::executor::block_on(axum::body::to_bytes(response.into_body(), 64));
+/// assert_eq!(body.unwrap(), "acme");
+/// ```
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ServerLayer;
 

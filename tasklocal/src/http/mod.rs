@@ -32,7 +32,7 @@
 //!
 //! | tower | server | client |
 //! |---|---|---|
-//! | axum | `Router::new()...layer(ServerLayer)` | — |
+//! | axum | `ServerLayer.layer(router)`, or `Router::new()...layer(ServerLayer)` (see [`ServerLayer`]) | — |
 //! | hyper / hyper-util | `ServiceBuilder::new().layer(ServerLayer)` | `ServiceBuilder::new().layer(ClientLayer).service(client)` |
 //! | tonic | `Server::builder().layer(ServerLayer)` | `ServiceBuilder::new().layer(ClientLayer).service(channel)` |
 //! | reqwest (feature `reqwest`) | — | `ClientBuilder::new(client).with(ContextMiddleware)` |

@@ -339,9 +339,9 @@ impl Report<'_> {
             e2e
         };
         let e2e_mode = if self.e2e["automatic_layer"].is_null() {
-            "ServerLayer + one MDC field, **without** automatic mode (not built with --cfg tokio_unstable)"
+            "ServerLayer (outermost, around the router) + one MDC field, **without** automatic mode (not built with --cfg tokio_unstable)"
         } else {
-            "automatic mode + ServerLayer + one MDC field"
+            "automatic mode + ServerLayer (outermost, around the router) + one MDC field"
         };
         let bridge = |n: &str| self.count("bridge", n);
         let bench = "`cargo bench -p tasklocal-benches --bench";
