@@ -286,6 +286,26 @@ fn children_made_after_writes_and_writes_of_present_values_allocate_nothing() {
     });
 }
 
+/// A request's task inherits a snapshot nobody else holds: its first write moves the
+/// snapshot's entries rather than copying them, and keeps the snapshot's `Arc` as the
+/// room its next capture copies into. That write allocates the task's storage and
+/// room in that `Arc`, nothing else.
+#[test]
+fn a_first_write_reuses_a_seed_nobody_else_holds() {
+    static VALUE: tasklocal::Local<u64> = tasklocal::Local::inheritable();
+    let snapshot = fresh(|| {
+        VALUE.set(1);
+        mdc::insert("tenant", "acme");
+        Snapshot::capture()
+    });
+    // Warm up what is allocated once per thread (the executor's waker).
+    futures::executor::block_on(async {});
+    // As `ServerLayer` does: the snapshot goes once its task is made.
+    let task = snapshot.task(async { allocations_of(|| VALUE.set(2)) });
+    drop(snapshot);
+    assert_eq!(futures::executor::block_on(task), 2);
+}
+
 #[cfg(feature = "tokio")]
 mod tokio_children {
     use super::*;

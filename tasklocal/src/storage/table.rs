@@ -17,7 +17,9 @@ use super::{Entry, Inheritables};
 /// A capture allocates nothing either: it copies into a `spare` `Arc` made ready by
 /// the write before it. That write allocates only where copy on write did, when a
 /// child or a snapshot still holds the last capture; otherwise the last capture
-/// becomes the spare.
+/// becomes the spare. Likewise on an owner's first write, the seed it inherited,
+/// when nobody else holds it (a request's task, seeded by a snapshot that is gone):
+/// its entries move into the owner's own, and its emptied `Arc` is the spare.
 ///
 /// Dropping or clearing that last capture on a write runs no value's `Drop`: every
 /// value in it is also in the owner's own entries (shared values are `Arc`s, small
@@ -81,16 +83,24 @@ impl Table {
         result
     }
 
-    /// The owner's own entries, to write: copied from what it inherited on its first
-    /// write, and from then on no longer equal to their last capture (which becomes
-    /// the spare when nobody else holds it).
+    /// The owner's own entries, to write: on its first write, what it inherited
+    /// (moved when nobody else holds it, else copied); from then on no longer equal
+    /// to their last capture (which becomes the spare when nobody else holds it).
     fn own(&mut self) -> &mut Vec<Entry> {
         if let Some(mut shared) = self.shared.take() {
-            if self.own.is_empty() {
-                self.own = Arc::try_unwrap(shared).unwrap_or_else(|shared| (*shared).clone());
-            } else if let (None, Some(entries)) = (&self.spare, Arc::get_mut(&mut shared)) {
-                entries.clear();
-                self.spare = Some(shared);
+            match (self.own.is_empty(), Arc::get_mut(&mut shared)) {
+                // A seed nobody else holds (a request's task): its entries move, and
+                // its `Arc`, emptied, is the spare (`make_room` adds only the room).
+                (true, Some(entries)) => {
+                    self.own = std::mem::take(entries);
+                    self.spare.get_or_insert(shared);
+                }
+                (true, None) => self.own = (*shared).clone(),
+                (false, Some(entries)) if self.spare.is_none() => {
+                    entries.clear();
+                    self.spare = Some(shared);
+                }
+                (false, _) => {}
             }
         }
         &mut self.own
