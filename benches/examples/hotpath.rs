@@ -34,6 +34,9 @@ tokio::task_local! {
 
 static LOCAL: Local<u64> = Local::new();
 static INHERITABLE: Local<u64> = Local::inheritable();
+/// Set elsewhere, never in the measuring task: read there, they miss.
+static UNSET: Local<u64> = Local::inheritable();
+static PLAIN_UNSET: Local<u64> = Local::new();
 
 const N: u64 = 1_000_000;
 
@@ -66,6 +69,16 @@ fn inheritable_get() -> Option<u64> {
 #[inline(never)]
 fn inherited_get() -> Option<u64> {
     INHERITABLE.get()
+}
+/// A read of an inheritable key the task does not hold (an optional context value).
+#[inline(never)]
+fn unset_get() -> Option<u64> {
+    UNSET.get()
+}
+/// The same with a plain key.
+#[inline(never)]
+fn plain_unset_get() -> Option<u64> {
+    PLAIN_UNSET.get()
 }
 #[inline(never)]
 fn inheritable_set() {
@@ -177,6 +190,11 @@ fn calls<R>(f: fn() -> R) {
 }
 
 fn main() {
+    // An index for `UNSET`, as a key set in other requests has.
+    tasklocal::Snapshot::empty().run(|| {
+        UNSET.set(1);
+        PLAIN_UNSET.set(1);
+    });
     calls(std_get);
     calls(std_set);
     TOKIO_LOCAL.sync_scope(1, || calls(tokio_get));
@@ -187,6 +205,8 @@ fn main() {
         calls(local_get);
         calls(local_set);
         calls(inheritable_get);
+        calls(unset_get);
+        calls(plain_unset_get);
         calls(inheritable_set);
         calls(dynamic_get);
         calls(id);

@@ -251,15 +251,15 @@ pub(crate) fn with_direct_storage<R>(f: impl FnOnce(&Storage) -> Option<R>) -> O
 }
 
 /// The fast path of reads inside a [direct](is_direct) owner: `f` with its storage, or,
-/// while it has none, with the seed it inherited (so a child that only reads what it
-/// inherited never creates a storage). `None` like [`with_direct_storage`].
+/// while it has none, with the seed it inherited, if any (so a child that only reads
+/// what it inherited never creates a storage). `None` like [`with_direct_storage`].
 #[inline(always)]
 pub(crate) fn with_direct_frame<R>(
-    f: impl FnOnce(Result<&Storage, &Inheritables>) -> Option<R>,
+    f: impl FnOnce(Result<&Storage, Option<&Inheritables>>) -> Option<R>,
 ) -> Option<R> {
     with_direct(|frame| match &*frame.storage {
         Some(storage) => f(Ok(storage)),
-        None => f(Err(frame.seed.as_ref()?)),
+        None => f(Err(frame.seed.as_ref())),
     })
 }
 

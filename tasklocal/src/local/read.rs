@@ -137,7 +137,7 @@ impl<T: Send + 'static> Local<T> {
     ) -> Option<R> {
         current::with_direct_frame(|frame| match frame {
             Ok(storage) => look(storage.inheritables().try_borrow().ok()?.get(index)?),
-            Err(seed) => look(seed.get(index)?),
+            Err(seed) => look(seed?.get(index)?),
         })
     }
 
@@ -237,7 +237,8 @@ impl<T: Send + Clone + 'static> Local<T> {
 
     /// [`get_miss`](Self::get_miss) of a non-inheritable key: a read outside any
     /// `Task`, from the thread's own storage (after asking tokio that no plain tokio
-    /// task runs here), written out here rather than reached through `try_get_miss`.
+    /// task runs here), written out here rather than reached through `try_get_miss`;
+    /// or a read of a key the current owner does not hold.
     #[inline(never)]
     #[track_caller]
     fn get_thread_miss(&'static self, index: usize) -> Option<T> {
@@ -246,20 +247,67 @@ impl<T: Send + Clone + 'static> Local<T> {
         if thread.is_some() {
             return thread;
         }
+        // A key with no initial value that a direct owner does not hold: `None`, with
+        // no trip through the general path.
+        let absent = self.init.is_none()
+            && current::with_direct_frame(|frame| match frame {
+                Ok(storage) => Some(
+                    storage
+                        .locals()
+                        .get_inline(index)?
+                        .try_borrow()
+                        .ok()?
+                        .is_none(),
+                ),
+                // No storage yet: nothing set (a plain key is never inherited).
+                Err(_) => Some(true),
+            }) == Some(true);
+        if absent {
+            return None;
+        }
         self.get_general()
     }
 
     /// [`get_miss`](Self::get_miss) of an inheritable key. A child that reads what it
     /// inherited, before it has a storage of its own (the common miss inside a task),
-    /// finds it straight in its seed, without asking tokio anything.
+    /// finds it straight in its seed, without asking tokio anything. A key with no
+    /// initial value that the owner does not hold (not set, or not inherited) is
+    /// answered here too: `None`, with no trip through the general path.
     #[inline(never)]
     #[track_caller]
     fn get_inherited_miss(&'static self, index: usize) -> Option<T> {
-        let seeded = self.with_direct_entry(index, |entry| entry.get::<T>().cloned());
-        if seeded.is_some() {
-            return seeded;
+        let found = current::with_direct_frame(|frame| {
+            let entry = match frame {
+                Ok(storage) => {
+                    let inherited = storage.inheritables().try_borrow().ok()?;
+                    return Some(self.look_up(inherited.get(index)));
+                }
+                Err(seed) => seed.and_then(|seed| seed.get(index)),
+            };
+            Some(self.look_up(entry))
+        });
+        match found {
+            Some(Found::Value(value)) => Some(value),
+            Some(Found::Absent) => None,
+            _ => self.get_general(),
         }
-        self.get_general()
+    }
+
+    /// What `entry`, this key's entry in a direct owner (`None`: beyond its table),
+    /// answers a `get`.
+    #[inline(always)]
+    fn look_up(&'static self, entry: Option<&Entry>) -> Found<T> {
+        match entry {
+            Some(entry) => match entry.get::<T>() {
+                Some(value) => Found::Value(value.clone()),
+                // No value, and none to compute: what `get_general` would answer.
+                None if matches!(entry, Entry::Empty) && self.init.is_none() => Found::Absent,
+                // Lent out, to fork, or an initial value to compute and store.
+                None => Found::Elsewhere,
+            },
+            None if self.init.is_none() => Found::Absent,
+            None => Found::Elsewhere,
+        }
     }
 
     /// [`get`](Self::get) past its fast paths: [`try_get_miss`](Self::try_get_miss),
@@ -360,4 +408,15 @@ impl<T: Send + Clone + 'static> Local<T> {
 fn read_inheritable_in<T: Clone + 'static>(storage: &Storage, index: usize) -> Option<T> {
     let inherited = storage.inheritables().try_borrow().ok()?;
     inherited.get(index)?.get::<T>().cloned()
+}
+
+/// What a direct owner's entry answers a `get`: [`Local::get_inherited_miss`]'s fast
+/// path.
+enum Found<T> {
+    /// The value.
+    Value(T),
+    /// Nothing set, no initial value: `None`.
+    Absent,
+    /// Ask the general path (lent out, to fork, an initial value to compute).
+    Elsewhere,
 }

@@ -116,7 +116,7 @@ pub(crate) fn run_program(
 
 /// What `examples/hotpath.rs` calls, and how many times: the instructions of one call
 /// are the function's inclusive count divided by this.
-pub(crate) const HOTPATH: [(&str, f64); 19] = [
+pub(crate) const HOTPATH: [(&str, f64); 21] = [
     ("std_get", 1e6),
     ("std_set", 1e6),
     ("tokio_get", 1e6),
@@ -125,6 +125,8 @@ pub(crate) const HOTPATH: [(&str, f64); 19] = [
     ("inheritable_get", 1e6),
     ("inheritable_set", 1e6),
     ("inherited_get", 1e6),
+    ("unset_get", 1e6),
+    ("plain_unset_get", 1e6),
     ("dynamic_get", 1e6),
     ("id", 1e6),
     ("poll_bare", 1e6),

@@ -274,6 +274,20 @@ impl Report<'_> {
                 "std_get",
             ),
             (
+                "get u64",
+                "inheritable `Local::get` of a key the task does not hold",
+                "std `Cell::get`",
+                "unset_get",
+                "std_get",
+            ),
+            (
+                "get u64",
+                "`Local::get` of a key the task does not hold",
+                "std `Cell::get`",
+                "plain_unset_get",
+                "std_get",
+            ),
+            (
                 "set u64",
                 "`Local::set` (present)",
                 "std `Cell::set`",
