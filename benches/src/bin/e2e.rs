@@ -16,11 +16,13 @@
 //! Each round starts this program again as the server (a second process, so the load
 //! generator does not share the server's runtime), loads it for a fixed time with a
 //! fixed number of keep-alive HTTP/1.1 connections (hyper client, 127.0.0.1 only), then
-//! stops it. Prints JSON: requests/s and p99 latency per mode and round, and the median
-//! per-round ratios to `plain`.
+//! stops it. Prints JSON: requests/s, p99 latency and the server's CPU time per request
+//! (user + system, from `/proc/self/stat`; steadier than requests/s on a machine whose
+//! cores the load generator shares) per mode and round, and the median per-round
+//! ratios to `plain`.
 //!
 //! ```text
-//! cargo run --release -p tasklocal-benches --bin e2e -- [--rounds 5] [--seconds 3] [--connections 32]
+//! cargo run --release -p tasklocal-benches --bin e2e -- [--rounds 7] [--seconds 3] [--connections 32]
 //! RUSTFLAGS="--cfg tokio_unstable" CARGO_TARGET_DIR=target/unstable \
 //!     cargo run --release -p tasklocal-benches --bin e2e
 //! ```
@@ -109,6 +111,21 @@ fn serve(mode: &str) {
         };
         served.expect("serve");
     });
+    // For the parent: the CPU time this server used, in clock ticks.
+    if let Some(ticks) = cpu_ticks() {
+        println!("{ticks}");
+    }
+}
+
+/// The CPU time (user + system) this process has used, in clock ticks (`USER_HZ`,
+/// 100 a second on Linux): `/proc/self/stat`'s `utime` + `stime`. `None` elsewhere.
+fn cpu_ticks() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // After the command name in parentheses: state, then 10 fields, utime, stime.
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
 }
 
 /// One connection's loop: requests until `until`; returns the latencies in µs.
@@ -143,8 +160,16 @@ async fn connection(port: u16, until: Instant) -> Vec<u32> {
     latencies
 }
 
-/// Loads a server of `mode` for `seconds`; returns (requests/s, p99 in µs).
-fn round(mode: &str, seconds: u64, connections: u64) -> (f64, f64) {
+/// What one round measured of one mode.
+struct Round {
+    requests_per_s: f64,
+    p99_us: f64,
+    /// The server's CPU time per request it served (the warm-up's included), in µs.
+    cpu_us_per_request: Option<f64>,
+}
+
+/// Loads a server of `mode` for `seconds`.
+fn round(mode: &str, seconds: u64, connections: u64) -> Round {
     let exe = std::env::current_exe().expect("this program");
     let mut server = Command::new(exe)
         .args(["--serve", mode])
@@ -152,10 +177,9 @@ fn round(mode: &str, seconds: u64, connections: u64) -> (f64, f64) {
         .stdout(Stdio::piped())
         .spawn()
         .expect("start the server");
+    let mut stdout = BufReader::new(server.stdout.take().expect("stdout"));
     let mut port = String::new();
-    BufReader::new(server.stdout.take().expect("stdout"))
-        .read_line(&mut port)
-        .expect("the port");
+    stdout.read_line(&mut port).expect("the port");
     let port: u16 = port.trim().parse().expect("a port number");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -163,7 +187,7 @@ fn round(mode: &str, seconds: u64, connections: u64) -> (f64, f64) {
         .build()
         .expect("a runtime");
     // Warm-up, then the measured window.
-    let (count, mut latencies) = rt.block_on(async {
+    let (served, count, mut latencies) = rt.block_on(async {
         let load = |d: Duration| async move {
             let until = Instant::now() + d;
             let tasks: Vec<_> = (0..connections)
@@ -175,18 +199,30 @@ fn round(mode: &str, seconds: u64, connections: u64) -> (f64, f64) {
             }
             all
         };
-        load(Duration::from_millis(300)).await;
+        let warm_up = load(Duration::from_millis(300)).await.len();
         let all = load(Duration::from_secs(seconds)).await;
-        (all.len(), all)
+        (warm_up + all.len(), all.len(), all)
     });
     drop(server.stdin.take());
+    // The server's last line: the CPU time it used.
+    let mut ticks = String::new();
+    let _ = stdout.read_line(&mut ticks);
     let _ = server.wait();
     latencies.sort_unstable();
     let p99 = latencies
         .get(latencies.len() * 99 / 100)
         .copied()
         .unwrap_or(0) as f64;
-    (count as f64 / seconds as f64, p99)
+    Round {
+        requests_per_s: count as f64 / seconds as f64,
+        p99_us: p99,
+        // USER_HZ: 100 ticks a second, 10,000 µs a tick.
+        cpu_us_per_request: ticks
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .map(|ticks| ticks * 10_000.0 / served.max(1) as f64),
+    }
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -200,7 +236,7 @@ fn main() {
         serve(args.get(i + 1).map_or("plain", String::as_str));
         return;
     }
-    let rounds = arg(&args, "--rounds", 5).clamp(1, 50);
+    let rounds = arg(&args, "--rounds", 7).clamp(1, 50);
     let seconds = arg(&args, "--seconds", 3).clamp(1, 30);
     let connections = arg(&args, "--connections", 32).clamp(1, 256);
     let modes: Vec<&str> = MODES
@@ -210,14 +246,21 @@ fn main() {
         .collect();
     let mut rps: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
     let mut p99: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
+    let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
     for r in 0..rounds {
         // Rotate the order each round so that no mode always runs first.
         for k in 0..modes.len() {
             let i = (k + r as usize) % modes.len();
-            let (q, p) = round(modes[i], seconds, connections);
-            eprintln!("round {r}: {:16} {q:9.0} req/s  p99 {p:6.0} µs", modes[i]);
+            let measured = round(modes[i], seconds, connections);
+            let (q, p) = (measured.requests_per_s, measured.p99_us);
+            let c = measured.cpu_us_per_request.unwrap_or(f64::NAN);
+            eprintln!(
+                "round {r}: {:16} {q:9.0} req/s  p99 {p:6.0} µs  server CPU {c:5.1} µs/request",
+                modes[i]
+            );
             rps[i].push(q);
             p99[i].push(p);
+            cpu[i].push(c);
         }
     }
     let ratio =
@@ -233,6 +276,9 @@ fn main() {
                 "median_p99_us": median(p99[i].clone()),
                 "median_ratio_requests_per_s_to_plain": ratio(&rps, i),
                 "median_ratio_p99_to_plain": ratio(&p99, i),
+                "cpu_us_per_request": cpu[i],
+                "median_cpu_us_per_request": median(cpu[i].clone()),
+                "median_ratio_cpu_per_request_to_plain": ratio(&cpu, i),
             }),
         );
     }

@@ -548,12 +548,15 @@ impl Report<'_> {
                 at_most: false,
                 unit: "×",
                 detail: format!(
-                    "median of per-round ratios; {} vs {} req/s, p99 {} vs {} µs (p99 ratio {}); {}; {} — `cargo run --release -p tasklocal-benches --bin e2e` (report `--e2e`)",
+                    "median of per-round ratios; {} vs {} req/s, p99 {} vs {} µs (p99 ratio {}), server CPU per request {} vs {} µs ({}); {}; {} — `cargo run --release -p tasklocal-benches --bin e2e` (report `--e2e`)",
                     e2e["median_requests_per_s"].as_f64().map_or("—".into(), |v| format!("{v:.0}")),
                     self.e2e["plain"]["median_requests_per_s"].as_f64().map_or("—".into(), |v| format!("{v:.0}")),
                     e2e["median_p99_us"].as_f64().map_or("—".into(), |v| format!("{v:.0}")),
                     self.e2e["plain"]["median_p99_us"].as_f64().map_or("—".into(), |v| format!("{v:.0}")),
                     e2e["median_ratio_p99_to_plain"].as_f64().map_or("—".into(), |v| format!("{v:.2}×")),
+                    e2e["median_cpu_us_per_request"].as_f64().map_or("—".into(), |v| format!("{v:.1}")),
+                    self.e2e["plain"]["median_cpu_us_per_request"].as_f64().map_or("—".into(), |v| format!("{v:.1}")),
+                    e2e["median_ratio_cpu_per_request_to_plain"].as_f64().map_or("—".into(), |v| format!("{v:.2}×")),
                     {
                         let st = &self.e2e["setup"];
                         format!(

@@ -251,7 +251,7 @@ impl Report<'_> {
             w,
             "| hot path | tasklocal | baseline | instructions, tasklocal | instructions, baseline | difference |\n|---|---|---|---|---|---|"
         );
-        let rows: [(&str, &str, &str, &str, &str); 12] = [
+        let rows: [(&str, &str, &str, &str, &str); 14] = [
             (
                 "get u64",
                 "`Local::get` in a `Task`",
