@@ -109,8 +109,10 @@ pub(crate) fn seed(
     snapshot: &mut crate::Snapshot,
     pairs: impl ExactSizeIterator<Item = (String, String)>,
 ) {
+    // With the room a `Vec`'s first growth gives (4), so that the fields a handler
+    // adds to a request's few do not move the entries at once.
     let mut map = Map {
-        entries: Vec::with_capacity(pairs.len()),
+        entries: Vec::with_capacity(pairs.len().max(4)),
     };
     for (key, value) in pairs {
         map.insert(key, value);
