@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use crate::error::{AccessError, Kind};
 use crate::once::Once;
-use crate::storage::{self, Garbage, Inheritables, Storage, Value};
+use crate::storage::{self, Garbage, Inheritables, Storage};
 // std's, or loom's in the loom models (each loom thread needs its own context).
 use crate::sync::thread_local;
 
@@ -410,11 +410,11 @@ pub(crate) fn detach() -> Result<(Option<Box<Storage>>, Option<Inheritables>), A
 /// Empties the current owner's storage (values and inheritance) and returns what it
 /// held, to be dropped by the caller with no borrow held. Refused while a `with`
 /// closure borrows one of its values.
-pub(crate) fn empty() -> Result<(Vec<Value>, Option<Inheritables>), AccessError> {
+pub(crate) fn empty() -> Result<(storage::Taken, Option<Inheritables>), AccessError> {
     let values = read(|here| match here {
         Here::Storage(storage) if storage.is_borrowed() => Err(AccessError::new(Kind::Borrowed)),
         Here::Storage(storage) => Ok(storage.take_values()),
-        _ => Ok(Vec::new()),
+        _ => Ok(storage::Taken::default()),
     })?;
     let seed = CONTEXT
         .try_with(

@@ -281,25 +281,48 @@ impl Storage {
 
     /// Takes every value out of the storage (to be dropped by the caller, after every
     /// borrow is released, since a value's `Drop` may call back into the API).
-    pub(crate) fn take_values(&self) -> Vec<Value> {
-        let mut out: Vec<Value> = Vec::new();
-        take_cells(&self.locals, &mut out);
+    pub(crate) fn take_values(&self) -> Taken {
+        let mut cells: Vec<Value> = Vec::new();
+        take_cells(&self.locals, &mut cells);
         if let Some(dynamic) = self.dynamic.get() {
-            take_cells(&dynamic.cells, &mut out);
+            take_cells(&dynamic.cells, &mut cells);
             if let Some(index) = dynamic.clear() {
-                out.push(Value::Boxed(Box::new(index)));
+                cells.push(Value::Boxed(Box::new(index)));
             }
         }
-        if let Some(inherited) = self
+        let inherited = self
             .inheritables
             .try_borrow_mut()
             .ok()
             .map(|mut i| std::mem::replace(&mut *i, Table::inherited(None)))
-            .filter(|inherited| inherited.entries().is_some())
-        {
-            out.push(Value::Boxed(Box::new(inherited)));
+            .filter(|inherited| inherited.entries().is_some());
+        Taken { cells, inherited }
+    }
+}
+
+/// The values taken out of a storage: its cells' values, and its inheritable values
+/// as they are (a request's storage often holds only these: its teardown then
+/// allocates nothing).
+#[derive(Default)]
+pub(crate) struct Taken {
+    cells: Vec<Value>,
+    inherited: Option<Table>,
+}
+
+impl Taken {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.cells.is_empty() && self.inherited.is_none()
+    }
+
+    /// Drops the values one by one, each under `catch_unwind`: a `Drop` that panics
+    /// does not keep the others from being dropped.
+    fn drop_each(self) {
+        for value in self.cells {
+            let _ = panic::catch_unwind(AssertUnwindSafe(move || drop(value)));
         }
-        out
+        if let Some(inherited) = self.inherited {
+            let _ = panic::catch_unwind(AssertUnwindSafe(move || drop(inherited)));
+        }
     }
 }
 
@@ -316,7 +339,7 @@ fn take_cells(cells: &Cells<Value>, out: &mut Vec<Value>) {
 /// One step of teardown.
 pub(crate) enum Garbage {
     Handler(Handler),
-    Values(Vec<Value>),
+    Values(Taken),
     Done,
 }
 
@@ -330,11 +353,7 @@ pub(crate) fn teardown(mut next: impl FnMut() -> Garbage) {
             Garbage::Handler(handler) => {
                 let _ = panic::catch_unwind(AssertUnwindSafe(handler));
             }
-            Garbage::Values(values) => {
-                for value in values {
-                    let _ = panic::catch_unwind(AssertUnwindSafe(move || drop(value)));
-                }
-            }
+            Garbage::Values(values) => values.drop_each(),
             Garbage::Done => break,
         }
     }

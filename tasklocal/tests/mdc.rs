@@ -5,6 +5,7 @@ mod support;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
+use std::future::Future;
 use std::panic::{self, AssertUnwindSafe};
 
 use proptest::prelude::*;
@@ -304,6 +305,24 @@ fn a_first_write_reuses_a_seed_nobody_else_holds() {
     let task = snapshot.task(async { allocations_of(|| VALUE.set(2)) });
     drop(snapshot);
     assert_eq!(futures::executor::block_on(task), 2);
+}
+
+/// The end of an owner whose storage holds only inheritable values (a request's task:
+/// its MDC, its trace) allocates nothing: they are dropped where they are.
+#[test]
+fn the_end_of_an_owner_with_only_inheritable_values_allocates_nothing() {
+    static VALUE: tasklocal::Local<u64> = tasklocal::Local::inheritable();
+    let mut task = Box::pin(tasklocal::Task::isolated(async {
+        VALUE.set(1);
+        mdc::insert("tenant", "acme");
+        std::future::pending::<()>().await
+    }));
+    let waker = futures::task::noop_waker();
+    let pending = task
+        .as_mut()
+        .poll(&mut std::task::Context::from_waker(&waker));
+    assert!(pending.is_pending());
+    assert_eq!(allocations_of(|| drop(task)), 0, "cancelled");
 }
 
 #[cfg(feature = "tokio")]
