@@ -455,11 +455,36 @@ impl<T: Send + 'static> Local<T> {
             if let Some(r) = done {
                 return Ok(r);
             }
+            if let Some(r) = self.with_mut_in_place_owning(index, &mut f) {
+                return Ok(r);
+            }
         }
         match f {
             Some(f) => Err(f),
             // `f` is only taken by the call that returned `Some`.
             None => unreachable!(),
         }
+    }
+
+    /// [`with_mut_in_place`](Self::with_mut_in_place) past its fast path: the storage
+    /// created if the owner has none yet, its inheritable entries made its own (moved
+    /// from a seed nobody else holds, as a request's task's is, else copied), then `f`
+    /// in place if the value is not shared. The first MDC write of a request, with no
+    /// lending of the value and no copy of the map.
+    #[inline(never)]
+    fn with_mut_in_place_owning<R, F: FnOnce(&mut T) -> R>(
+        &'static self,
+        index: usize,
+        f: &mut Option<F>,
+    ) -> Option<R> {
+        current::write(|storage| {
+            storage.inheritables_mut(|entries| {
+                let value = unique_mut::<T>(entries.get_mut(index)?)?;
+                Some(f.take()?(value))
+            })
+        })
+        .ok()
+        .flatten()
+        .flatten()
     }
 }
