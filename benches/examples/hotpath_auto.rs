@@ -26,6 +26,7 @@ mod auto {
     // (Timed rounds use the same loops.)
     const SPAWNS: u64 = 200_000;
 
+    use tasklocal_benches::runtimes;
     pub use tasklocal_benches::runtimes::current_thread as runtime;
     pub use tasklocal_benches::runtimes::multi_thread;
     pub use tasklocal_benches::runtimes::Mode;
@@ -36,39 +37,12 @@ mod auto {
 
     /// [`polls`], reading the value in every poll when `read`.
     fn polls_reading(rt: &Runtime, set: bool, read: bool) {
-        rt.block_on(rt.spawn(async move {
-            if set {
-                INHERITED.set(1);
-            }
-            for _ in 0..POLLS {
-                tokio::task::yield_now().await;
-                if read {
-                    std::hint::black_box(INHERITED.get());
-                }
-            }
-        }))
-        .unwrap();
+        runtimes::polls(rt, &INHERITED, (1, POLLS), (false, set, read));
     }
 
     /// 64 tasks yielding, `POLLS` polls in all.
     pub fn polls_64_tasks(rt: &Runtime, set: bool) {
-        rt.block_on(async {
-            let handles: Vec<_> = (0..64)
-                .map(|_| {
-                    tokio::spawn(async move {
-                        if set {
-                            INHERITED.set(1);
-                        }
-                        for _ in 1..POLLS / 64 {
-                            tokio::task::yield_now().await;
-                        }
-                    })
-                })
-                .collect();
-            for handle in handles {
-                handle.await.unwrap();
-            }
-        });
+        runtimes::polls(rt, &INHERITED, (64, POLLS), (false, set, false));
     }
 
     fn spawns(rt: &Runtime, set: bool) {
