@@ -41,6 +41,23 @@ pub mod polls {
     }
 }
 
+/// The number after the option `name` in `args` (`_` may separate digits), else
+/// `default`.
+///
+/// # Panics
+///
+/// When what follows `name` is not a number.
+pub fn arg(args: &[String], name: &str, default: u64) -> u64 {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .map_or(default, |v| {
+            v.replace('_', "")
+                .parse()
+                .unwrap_or_else(|_| panic!("{name} takes a number, not {v:?}"))
+        })
+}
+
 /// Interleaved rounds (`src/bin/spawn.rs`, `src/bin/polls.rs`): every round runs one
 /// batch of each variant, in an order shuffled anew each round, and divides
 /// each batch's time by its baseline's in the same round; the result is the median of
@@ -122,14 +139,6 @@ pub mod rounds {
     pub fn median(mut v: Vec<f64>) -> f64 {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
-    }
-
-    /// The number after `name` in `args`, else `default`.
-    pub fn arg(args: &[String], name: &str, default: u64) -> u64 {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .map_or(default, |v| v.parse().expect("a number"))
     }
 
     /// Prints the medians of `measured` (`what`: what one operation is): a table, or

@@ -39,6 +39,8 @@ use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use tasklocal::http::ServerLayer;
 use tasklocal::{mdc, Local};
+use tasklocal_benches::arg;
+use tasklocal_benches::rounds::median;
 use tower::Layer as _;
 
 const MODES: [&str; 4] = ["plain", "layer", "automatic", "automatic_layer"];
@@ -53,13 +55,6 @@ async fn hello_with_context() -> &'static str {
     std::hint::black_box(USER.get());
     mdc::insert("handler", "hello");
     "hello"
-}
-
-fn arg(args: &[String], name: &str, default: u64) -> u64 {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1)?.parse().ok())
-        .unwrap_or(default)
 }
 
 /// The server: prints its port, then serves until its stdin closes.
@@ -223,11 +218,6 @@ fn round(mode: &str, seconds: u64, connections: u64) -> Round {
             .ok()
             .map(|ticks| ticks * 10_000.0 / served.max(1) as f64),
     }
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 fn main() {

@@ -37,6 +37,7 @@ use std::time::{Duration, Instant};
 use futures::task::noop_waker_ref;
 use serde_json::{json, Value};
 use tasklocal::{Local, Task};
+use tasklocal_benches::arg;
 
 /// Counts every allocation of the process.
 struct Counting;
@@ -367,14 +368,6 @@ fn scaling(ops: u64, rounds: usize) -> Value {
         );
     }
     Value::Object(scaling)
-}
-
-fn arg(args: &[String], name: &str, default: u64) -> u64 {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.replace('_', "").parse().ok())
-        .unwrap_or(default)
 }
 
 fn main() {

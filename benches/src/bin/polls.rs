@@ -22,7 +22,8 @@
 
 #[cfg(tokio_unstable)]
 fn main() {
-    use tasklocal_benches::rounds::{arg, interleave, report};
+    use tasklocal_benches::arg;
+    use tasklocal_benches::rounds::{interleave, report};
     use tasklocal_benches::runtimes::{current_thread, multi_thread, polls, Mode};
 
     static VALUE: tasklocal::Local<u64> = tasklocal::Local::new();

@@ -55,7 +55,8 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use tasklocal::{Local, Task};
-use tasklocal_benches::rounds::{arg, interleave, report};
+use tasklocal_benches::arg;
+use tasklocal_benches::rounds::{interleave, report};
 use tokio::runtime::Runtime;
 use tokio::task::JoinHandle;
 

@@ -127,17 +127,29 @@ impl<T: Send + 'static> Local<T> {
     /// owner; without the `tokio` feature, also the thread): in its table of
     /// inheritable values, or, while it has no storage, in the seed it inherited.
     /// `None` when the owner is not direct, the table is borrowed, or there is no
-    /// entry. The one way the in-place readers (`with_in_place`, `with_shared`, a
-    /// child's first read in `get_inherited_miss` and `try_get_miss`) find an entry.
+    /// entry. The one way the in-place readers (`with_in_place`, `with_shared`,
+    /// `try_get_miss`) find an entry.
     #[inline(always)]
     fn with_direct_entry<R>(
         &self,
         index: usize,
         look: impl FnOnce(&Entry) -> Option<R>,
     ) -> Option<R> {
+        self.with_direct_slot(index, |entry| look(entry?))
+    }
+
+    /// [`with_direct_entry`](Self::with_direct_entry), also when the direct owner has
+    /// no entry for this key (`look` gets `None`: beyond its table, or no seed), so
+    /// that a miss can be told from an owner that is not direct.
+    #[inline(always)]
+    fn with_direct_slot<R>(
+        &self,
+        index: usize,
+        look: impl FnOnce(Option<&Entry>) -> Option<R>,
+    ) -> Option<R> {
         current::with_direct_frame(|frame| match frame {
-            Ok(storage) => look(storage.inheritables().try_borrow().ok()?.get(index)?),
-            Err(seed) => look(seed?.get(index)?),
+            Ok(storage) => look(storage.inheritables().try_borrow().ok()?.get(index)),
+            Err(seed) => look(seed.and_then(|seed| seed.get(index))),
         })
     }
 
@@ -276,16 +288,7 @@ impl<T: Send + Clone + 'static> Local<T> {
     #[inline(never)]
     #[track_caller]
     fn get_inherited_miss(&'static self, index: usize) -> Option<T> {
-        let found = current::with_direct_frame(|frame| {
-            let entry = match frame {
-                Ok(storage) => {
-                    let inherited = storage.inheritables().try_borrow().ok()?;
-                    return Some(self.look_up(inherited.get(index)));
-                }
-                Err(seed) => seed.and_then(|seed| seed.get(index)),
-            };
-            Some(self.look_up(entry))
-        });
+        let found = self.with_direct_slot(index, |entry| Some(self.look_up(entry)));
         match found {
             Some(Found::Value(value)) => Some(value),
             Some(Found::Absent) => None,
@@ -297,16 +300,14 @@ impl<T: Send + Clone + 'static> Local<T> {
     /// answers a `get`.
     #[inline(always)]
     fn look_up(&'static self, entry: Option<&Entry>) -> Found<T> {
+        if let Some(value) = entry.and_then(Entry::get::<T>) {
+            return Found::Value(value.clone());
+        }
         match entry {
-            Some(entry) => match entry.get::<T>() {
-                Some(value) => Found::Value(value.clone()),
-                // No value, and none to compute: what `get_general` would answer.
-                None if matches!(entry, Entry::Empty) && self.init.is_none() => Found::Absent,
-                // Lent out, to fork, or an initial value to compute and store.
-                None => Found::Elsewhere,
-            },
-            None if self.init.is_none() => Found::Absent,
-            None => Found::Elsewhere,
+            // No value, and none to compute: what `get_general` would answer.
+            None | Some(Entry::Empty) if self.init.is_none() => Found::Absent,
+            // Lent out, to fork, or an initial value to compute and store.
+            _ => Found::Elsewhere,
         }
     }
 

@@ -432,9 +432,9 @@ fn restore_outlined<T: Send + 'static>(key: &'static Local<T>, old: Option<T>) {
 impl<T: Send + 'static> Local<T> {
     /// [`try_with_mut`](Self::try_with_mut) of an inheritable key, in place: `f` runs
     /// on the current owner's value under the borrow of its inheritable entries, when
-    /// the owner has a storage, its own entries were not captured since their last
-    /// write, the value is not shared with a child or a snapshot, and the key is not
-    /// `inheritable_with`. Otherwise `f` comes back and the caller takes
+    /// the value is not shared with a child or a snapshot and the key is not
+    /// `inheritable_with` (the storage is created, and the entries made the owner's
+    /// own, first if need be). Otherwise `f` comes back and the caller takes
     /// `try_with_mut`. The same write in place as
     /// [`set`](Self::set)'s fast path, for crate code whose `f` runs no user code and
     /// touches no key (`mdc::insert`).

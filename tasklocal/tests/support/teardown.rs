@@ -210,6 +210,7 @@ pub fn assert_busy_torn_down(probe: &Probe) {
 }
 
 /// Its `Drop` panics, after counting itself as dropped.
+#[derive(Clone)]
 pub struct PanicsOnDrop(pub Counted);
 
 impl Drop for PanicsOnDrop {
@@ -220,11 +221,14 @@ impl Drop for PanicsOnDrop {
 
 /// Holds a [`PanicsOnDrop`].
 pub static FAILING: Local<PanicsOnDrop> = Local::new();
+/// The same, inheritable: dropped with the owner's inheritable values.
+pub static FAILING_SHARED: Local<PanicsOnDrop> = Local::inheritable();
 
 /// [`populate`], plus values whose `Drop` panics and a handler that panics.
 pub fn populate_failing(probe: &Arc<Probe>) {
     populate(probe);
     FAILING.set(PanicsOnDrop(probe.value("failing")));
+    FAILING_SHARED.set(PanicsOnDrop(probe.value("failing shared")));
     tasklocal::set(1u8, PanicsOnDrop(probe.value("failing dynamic")));
     let p = probe.clone();
     tasklocal::at_exit(move || {
