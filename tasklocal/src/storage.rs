@@ -327,13 +327,15 @@ impl Taken {
 }
 
 fn take_cells(cells: &Cells<Value>, out: &mut Vec<Value>) {
-    for cell in cells.iter() {
+    cells.for_each(|cell| {
         // A cell borrowed now belongs to a `with` further up this thread's stack;
         // it is left alone and taken on the next round.
-        if let Some(value) = cell.try_borrow_mut().ok().and_then(|mut v| v.take()) {
-            out.push(value);
+        if let Ok(mut slot) = cell.try_borrow_mut() {
+            if slot.is_some() {
+                out.extend(slot.take());
+            }
         }
-    }
+    });
 }
 
 /// One step of teardown.

@@ -462,3 +462,44 @@ fn a_replaced_inheritable_value_drops_when_its_last_holder_lets_go() {
     });
     assert_eq!(drops(), 3, "the last one with its owner");
 }
+
+#[test]
+fn values_beyond_the_first_cells_are_dropped_inside_the_teardown() {
+    // A storage keeps its first few keys' values inline and the rest in cells it adds
+    // as keys come: both kinds drop inside the teardown, with the owner still
+    // current (a `Drop` sees its id), and what such a `Drop` sets is dropped too.
+    struct Late(Arc<Mutex<Vec<tasklocal::TaskId>>>);
+    impl Drop for Late {
+        fn drop(&mut self) {
+            self.0.lock().unwrap().push(tasklocal::id());
+        }
+    }
+    struct SetsLate(Arc<Mutex<Vec<tasklocal::TaskId>>>);
+    impl Drop for SetsLate {
+        fn drop(&mut self) {
+            self.0.lock().unwrap().push(tasklocal::id());
+            tasklocal::set("set by a drop", Late(self.0.clone()));
+        }
+    }
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = seen.clone();
+    let id = block_on(Task::isolated(async move {
+        for key in 0..40u32 {
+            tasklocal::set(key, SetsLate(s.clone()));
+        }
+        tasklocal::id()
+    }));
+    let seen = seen.lock().unwrap();
+    assert_eq!(
+        seen.len(),
+        80,
+        "every value and what its drop set, dropped once"
+    );
+    assert!(
+        seen.iter().all(|&dropped_in| dropped_in == id),
+        "{seen:?} vs {id}"
+    );
+    assert!(tasklocal::with(&"set by a drop", |late: Option<&Late>| {
+        late.is_none()
+    }));
+}
