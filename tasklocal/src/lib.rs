@@ -329,6 +329,7 @@ pub fn try_reset() -> Result<(), AccessError> {
     // Dropped with no borrow held: a `Drop` may use the API.
     drop(values);
     drop(seed);
+    values_dropped();
     Ok(())
 }
 
@@ -362,7 +363,17 @@ pub fn unload() {
 pub fn try_unload() -> Result<(), AccessError> {
     let detached = current::detach()?;
     drop(detached);
+    values_dropped();
     Ok(())
+}
+
+/// After [`try_reset`] and [`try_unload`]: the built-in bridges show at once what the
+/// owner holds now (its MDC and OpenTelemetry context are gone with its other values),
+/// as they do after every write of those values.
+fn values_dropped() {
+    mdc::changed();
+    #[cfg(feature = "opentelemetry")]
+    opentelemetry::changed();
 }
 
 /// The [`TaskId`] of the current storage (go-tls `ID`).

@@ -5,7 +5,8 @@
 //! `log-mdc` keeps one map per thread. In async code that map belongs to whatever task
 //! the worker polled last. After [`install`], a [bridge] gives it, for
 //! as long as an owner runs, exactly that owner's `tasklocal::mdc` entries — changes
-//! made during the poll show at once — and puts back what the thread had when the
+//! made during the poll show at once, [`reset`](crate::reset) and
+//! [`unload`](crate::unload) included — and puts back what the thread had when the
 //! owner stops running (after every poll, also one that panics).
 //!
 //! `tasklocal::mdc` is the source of truth: write through it. On threads, too, a

@@ -74,7 +74,7 @@ pub(crate) fn on_change(f: fn()) {
 
 /// The current owner's map changed.
 #[inline]
-fn changed() {
+pub(crate) fn changed() {
     #[cfg(feature = "log-mdc")]
     if let Some(f) = ON_CHANGE.get() {
         f();

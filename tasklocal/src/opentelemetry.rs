@@ -10,7 +10,8 @@
 //!
 //! * [`set_current`] sets the current owner's context. It is inherited like the
 //!   [MDC](crate::mdc): children start with it, their writes never flow back. An owner
-//!   that has none sees an empty context (never the thread's or another task's).
+//!   that has none sees an empty context (never the thread's or another task's), also
+//!   right after [`reset`](crate::reset) or [`unload`](crate::unload) dropped it.
 //! * `cx.attach()` inside a poll nests as OpenTelemetry documents and is undone when
 //!   its guard drops. (A `ContextGuard` is not `Send`: it cannot be held across an
 //!   `.await` in a spawned task; [`set_current`] is the way to change a task's context
@@ -262,6 +263,15 @@ pub fn owner_context() -> Option<Context> {
 #[cfg(feature = "http")]
 pub(crate) fn seed(snapshot: crate::Snapshot, cx: Context) -> crate::Snapshot {
     snapshot.with_value(&CONTEXT, cx)
+}
+
+/// The current owner's context may have changed other than by [`set_current`] (its
+/// values were dropped by `reset` or `unload`): shows what it holds now, as
+/// [`try_set_current`] does.
+pub(crate) fn changed() {
+    if is_installed() && !bridge::calling() {
+        show(owner_context().unwrap_or_default());
+    }
 }
 
 /// Replaces the context attached for the current owner on this thread with `cx`.

@@ -117,3 +117,23 @@ fn an_owner_run_by_a_bridge_leaves_the_outer_map_alone() {
     }));
     assert_eq!(seen, (None, Some("outer".to_owned())));
 }
+
+#[test]
+fn reset_and_unload_show_at_once() {
+    // Both drop the owner's MDC with its other values: the map empties then and
+    // there, not at the next switch.
+    tasklocal::log_mdc::install();
+    std::thread::spawn(|| {
+        for end in [tasklocal::reset as fn(), tasklocal::unload] {
+            futures::executor::block_on(tasklocal::Task::isolated(async move {
+                tasklocal::mdc::insert("request_id", "r-1");
+                assert_eq!(log_mdc_get("request_id").as_deref(), Some("r-1"));
+                end();
+                assert!(tasklocal::mdc::to_vec().is_empty());
+                assert_eq!(log_mdc_len(), 0);
+            }));
+        }
+    })
+    .join()
+    .unwrap();
+}

@@ -275,3 +275,23 @@ fn set_current_in_an_owner_run_by_a_bridge_leaves_the_outer_context_attached() {
     // The owner run by the bridge kept its context to itself.
     assert_eq!(seen, ((None, Some(2)), Some(1)));
 }
+
+#[test]
+fn reset_and_unload_show_at_once() {
+    // Both drop the owner's context with its other values: `Context::current()` is
+    // empty then and there, not at the next switch.
+    tasklocal::opentelemetry::install();
+    std::thread::spawn(|| {
+        for end in [tasklocal::reset as fn(), tasklocal::unload] {
+            futures::executor::block_on(tasklocal::Task::isolated(async move {
+                tasklocal::opentelemetry::set_current(Context::new().with_value(Tag(1)));
+                assert_eq!(tag(), Some(1));
+                end();
+                assert!(tasklocal::opentelemetry::owner_context().is_none());
+                assert_eq!(tag(), None);
+            }));
+        }
+    })
+    .join()
+    .unwrap();
+}
