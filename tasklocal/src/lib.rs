@@ -76,6 +76,13 @@
 //! the fix. Use [`spawn`]/[`task`], or give every task of a runtime its own storage
 //! with `tasklocal::tokio::install` (requires `--cfg tokio_unstable`).
 //!
+//! A plain tokio task polled *inside* an owner's poll — by a `LocalSet`'s `run_until`
+//! or a nested runtime's `block_on` inside a [`Task`] or a [`Snapshot::run`] — is code
+//! of that poll, and runs in that owner, as tokio's own `task_local!` values are seen
+//! by tasks polled inside their scope. (Telling it apart would take a call into tokio
+//! on every access.) Spawn such tasks with [`spawn_local`]/[`spawn`] to give them
+//! storage of their own.
+//!
 //! # Logging context and services
 //!
 //! * [`mdc`]: an inheritable, insertion-ordered string map for log lines (SLF4J's

@@ -444,3 +444,30 @@ fn misuse_is_caught_on_every_worker_concurrently() {
         }
     });
 }
+
+#[test]
+fn a_plain_local_task_polled_inside_a_task_runs_in_that_task_like_a_task_local() {
+    // Code of the `Task`'s poll (the crate docs, "Automatic mode"): the plain task
+    // polled by `run_until` inside it sees and writes the `Task`'s values, as it sees
+    // a tokio `task_local!` bound around the `LocalSet`. Outside any owner, the same
+    // plain task is refused (`plain_task_on_a_thread_with_storage_sees_...`).
+    tokio::task_local!(static TOKIO: u64);
+    let rt = current_thread();
+    let (seen, after) = rt.block_on(tasklocal::task(TOKIO.scope(1, async {
+        PLAIN.set(7);
+        let local = tokio::task::LocalSet::new();
+        let seen = local
+            .run_until(async {
+                tokio::task::spawn_local(async {
+                    let seen = (PLAIN.get(), TOKIO.try_with(|v| *v).ok());
+                    PLAIN.try_set(8).map(|()| seen)
+                })
+                .await
+                .unwrap()
+            })
+            .await;
+        (seen, PLAIN.get())
+    })));
+    assert_eq!(seen.unwrap(), (Some(7), Some(1)));
+    assert_eq!(after, Some(8));
+}
