@@ -15,7 +15,9 @@
 //! * `cx.attach()` inside a poll nests as OpenTelemetry documents and is undone when
 //!   its guard drops. (A `ContextGuard` is not `Send`: it cannot be held across an
 //!   `.await` in a spawned task; [`set_current`] is the way to change a task's context
-//!   for good.)
+//!   for good.) What children inherit is the owner's context, not one attached on top
+//!   of it: to start a child in an attached context, [`set_current`] it first, or
+//!   give the child's future OpenTelemetry's `.with_context(cx)`.
 //! * When an owner's poll returns — or unwinds — the thread's `Context::current()` is
 //!   what it was before.
 //! * With feature `http`, [`extract`](crate::http::extract) and

@@ -295,3 +295,24 @@ fn reset_and_unload_show_at_once() {
     .join()
     .unwrap();
 }
+
+#[test]
+fn children_inherit_the_owners_context_not_one_attached_on_top() {
+    // As the module docs say: an attached context is the attaching code's; a child
+    // gets it through `with_context` (or `set_current` before the child is made).
+    use opentelemetry::context::FutureExt;
+    tasklocal::opentelemetry::install();
+    let seen = futures::executor::block_on(tasklocal::Task::isolated(async {
+        tasklocal::opentelemetry::set_current(Context::new().with_value(Tag(1)));
+        let (plain, carried) = {
+            let attached = Context::current_with_value(Tag(2));
+            let _guard = attached.clone().attach();
+            (
+                tasklocal::task(async { tag() }),
+                tasklocal::task(async { tag() }.with_context(attached)),
+            )
+        };
+        (plain.await, carried.await)
+    }));
+    assert_eq!(seen, (Some(1), Some(2)));
+}
