@@ -152,7 +152,7 @@ impl<L: Log> Log for MdcLogger<L> {
                     // Rare: some entry needs quoting; make the quoted texts once.
                     escaped = map
                         .iter()
-                        .map(|(k, v)| (quote(k), quote(v)))
+                        .map(|(k, v)| (k, quote(k), quote(v)))
                         .collect::<Vec<_>>();
                     Entries::Escaped(&escaped)
                 } else {
@@ -185,10 +185,11 @@ fn quote(text: &str) -> Cow<'_, str> {
     }
 }
 
-/// The MDC's entries, as they are or quoted.
+/// The MDC's entries, as they are or quoted (each with its key as it is, which the
+/// record's keys are compared with).
 enum Entries<'a> {
     Plain(&'a Map),
-    Escaped(&'a [(Cow<'a, str>, Cow<'a, str>)]),
+    Escaped(&'a [(&'a str, Cow<'a, str>, Cow<'a, str>)]),
 }
 
 /// The key-values a record is passed on with: the MDC's, then the record's own.
@@ -216,11 +217,11 @@ impl Source for WithMdc<'_> {
                 }
             }
             Entries::Escaped(entries) => {
-                for (key, value) in entries.iter() {
-                    // The record's keys are compared with the quoted form: a record
-                    // key is code, not data, and never needs quoting.
+                for (key, quoted, value) in entries.iter() {
+                    // A record's key is compared with the MDC's key as it is: `log`
+                    // takes any string literal as a key (`"user id" = 7`).
                     if !self.shadowed(key) {
-                        visitor.visit_pair(Key::from_str(key), Value::from(&**value))?;
+                        visitor.visit_pair(Key::from_str(quoted), Value::from(&**value))?;
                     }
                 }
             }
@@ -231,7 +232,7 @@ impl Source for WithMdc<'_> {
     fn count(&self) -> usize {
         let mdc = match &self.mdc {
             Entries::Plain(map) => map.iter().filter(|(k, _)| !self.shadowed(k)).count(),
-            Entries::Escaped(entries) => entries.iter().filter(|(k, _)| !self.shadowed(k)).count(),
+            Entries::Escaped(entries) => entries.iter().filter(|(k, ..)| !self.shadowed(k)).count(),
         };
         mdc + self.record.count()
     }

@@ -150,6 +150,23 @@ fn the_records_own_key_values_come_after_and_win() {
 }
 
 #[test]
+fn a_record_key_that_needs_quoting_wins_too() {
+    // `log` takes any string literal as a key: the record's `"user id"` shadows the
+    // MDC's, which would otherwise be written quoted beside it.
+    let output = output();
+    Snapshot::empty().run(|| {
+        mdc::insert("user id", "from-mdc");
+        mdc::insert("tenant", "acme");
+        log::info!("user id" = "own"; "quoted-kv-test");
+    });
+    let lines = output.lines_of("quoted-kv-test");
+    assert_eq!(
+        lines,
+        ["[INFO  log] quoted-kv-test tenant=acme user id=own"]
+    );
+}
+
+#[test]
 fn an_empty_mdc_leaves_the_record_alone() {
     let output = output();
     Snapshot::empty().run(|| {
