@@ -22,19 +22,9 @@ use std::sync::{Arc, Once};
 
 use opentelemetry::Context;
 use support::automatic::{multi_thread, tag as tag_of, with_timeout, Counted, Tally};
+use support::tag::{tag, with_tag, Tag};
 use tasklocal::bridge::{self, Bridge};
 use tasklocal::Local;
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct Tag(u64);
-
-fn tag() -> Option<u64> {
-    Context::map_current(|cx| cx.get::<Tag>().map(|t| t.0))
-}
-
-fn with_tag(i: u64) -> Context {
-    Context::new().with_value(Tag(i))
-}
 
 thread_local! {
     /// `Flaky`'s enters not yet matched by an exit on this thread.

@@ -27,22 +27,10 @@ use std::sync::{Arc, Mutex, Once};
 use std::task::{Context as TaskContext, Poll};
 
 use futures::executor::block_on;
-use opentelemetry::Context;
 use support::pairs;
+use support::tag::{tag, with_tag};
 use tasklocal::bridge::{self, Bridge};
 use tasklocal::{mdc, Local, Snapshot, Task};
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct Tag(u64);
-
-/// The tag of `Context::current()`.
-fn otel_tag() -> Option<u64> {
-    Context::map_current(|cx| cx.get::<Tag>().map(|t| t.0))
-}
-
-fn with_tag(i: u64) -> Context {
-    Context::new().with_value(Tag(i))
-}
 
 fn log_mdc_get(key: &str) -> Option<String> {
     log_mdc::get(key, |v| v.map(str::to_owned))
@@ -200,21 +188,21 @@ fn otel_attach_survives_an_inner_task_poll() {
         block_on(Task::isolated(async {
             tasklocal::opentelemetry::set_current(with_tag(1));
             let mut inner = Box::pin(tasklocal::task(async {
-                let first = otel_tag();
+                let first = tag();
                 tasklocal::opentelemetry::set_current(with_tag(3));
                 yield_once().await;
-                (first, otel_tag())
+                (first, tag())
             }));
             let guard = with_tag(2).attach();
-            assert_eq!(otel_tag(), Some(2));
+            assert_eq!(tag(), Some(2));
             assert!(poll_once(&mut inner).is_pending());
-            assert_eq!(otel_tag(), Some(2), "after the inner poll");
+            assert_eq!(tag(), Some(2), "after the inner poll");
             drop(guard);
-            assert_eq!(otel_tag(), Some(1));
+            assert_eq!(tag(), Some(1));
             assert_eq!(inner.await, (Some(1), Some(3)));
-            assert_eq!(otel_tag(), Some(1));
+            assert_eq!(tag(), Some(1));
         }));
-        assert_eq!(otel_tag(), None);
+        assert_eq!(tag(), None);
     });
 }
 
@@ -229,14 +217,14 @@ fn otel_set_current_under_an_attach_guard() {
         let seen = block_on(Task::isolated(async {
             let guard = with_tag(1).attach();
             tasklocal::opentelemetry::set_current(with_tag(2));
-            let under_guard = otel_tag();
+            let under_guard = tag();
             drop(guard);
-            let after_guard = otel_tag();
+            let after_guard = tag();
             yield_once().await;
-            (under_guard, after_guard, otel_tag())
+            (under_guard, after_guard, tag())
         }));
         assert_eq!(seen, (Some(2), Some(2), Some(2)));
-        assert_eq!(otel_tag(), Some(100));
+        assert_eq!(tag(), Some(100));
     });
 }
 
@@ -249,21 +237,21 @@ fn otel_children_inherit_and_do_not_write_back() {
         Snapshot::empty().run(|| {
             tasklocal::opentelemetry::set_current(with_tag(5));
             let thread = tasklocal::thread::spawn(|| {
-                let seen = otel_tag();
+                let seen = tag();
                 tasklocal::opentelemetry::set_current(with_tag(6));
-                (seen, otel_tag())
+                (seen, tag())
             })
             .join()
             .unwrap();
             assert_eq!(thread, (Some(5), Some(6)));
             let run = Snapshot::capture().run(|| {
                 tasklocal::opentelemetry::set_current(with_tag(7));
-                otel_tag()
+                tag()
             });
             assert_eq!(run, Some(7));
-            assert_eq!(otel_tag(), Some(5));
+            assert_eq!(tag(), Some(5));
         });
-        assert_eq!(otel_tag(), None);
+        assert_eq!(tag(), None);
     });
 }
 
@@ -286,12 +274,12 @@ fn otel_plain_tasks_never_see_another_tasks_context() {
                 for _ in 0..10 {
                     {
                         let _guard = with_tag(i + 10_000).attach();
-                        if otel_tag() != Some(i + 10_000) {
+                        if tag() != Some(i + 10_000) {
                             wrong_tag.fetch_add(1, SeqCst);
                         }
                     }
                     tokio::task::yield_now().await;
-                    if otel_tag() != Some(i) || log_mdc_get("i") != Some(i.to_string()) {
+                    if tag() != Some(i) || log_mdc_get("i") != Some(i.to_string()) {
                         wrong_tag.fetch_add(1, SeqCst);
                     }
                 }
@@ -300,7 +288,7 @@ fn otel_plain_tasks_never_see_another_tasks_context() {
             handles.push(tokio::spawn(async move {
                 for _ in 0..10 {
                     tokio::task::yield_now().await;
-                    if otel_tag().is_some() || !log_mdc_all().is_empty() {
+                    if tag().is_some() || !log_mdc_all().is_empty() {
                         wrong_plain.fetch_add(1, SeqCst);
                     }
                 }
@@ -324,9 +312,9 @@ fn otel_set_current_during_teardown() {
     struct SetsOnDrop;
     impl Drop for SetsOnDrop {
         fn drop(&mut self) {
-            SEEN.lock().unwrap().push(otel_tag());
+            SEEN.lock().unwrap().push(tag());
             tasklocal::opentelemetry::set_current(with_tag(99));
-            SEEN.lock().unwrap().push(otel_tag());
+            SEEN.lock().unwrap().push(tag());
         }
     }
     install_bridges();
@@ -336,12 +324,12 @@ fn otel_set_current_during_teardown() {
             tasklocal::opentelemetry::set_current(with_tag(1));
             HOLDER.set(SetsOnDrop);
             tasklocal::at_exit(|| {
-                SEEN.lock().unwrap().push(otel_tag());
+                SEEN.lock().unwrap().push(tag());
                 tasklocal::opentelemetry::set_current(with_tag(2));
-                SEEN.lock().unwrap().push(otel_tag());
+                SEEN.lock().unwrap().push(tag());
             });
         }));
-        assert_eq!(otel_tag(), Some(100));
+        assert_eq!(tag(), Some(100));
     });
     let seen = SEEN.lock().unwrap().clone();
     assert_eq!(seen[..2], [Some(1), Some(2)], "{seen:?}");
@@ -362,13 +350,13 @@ fn teardown_of_a_cancelled_task_shows_the_owner_in_log_mdc_and_otel() {
         let mut task = Box::pin(Task::isolated(async {
             mdc::insert("who", "task");
             tasklocal::opentelemetry::set_current(with_tag(1));
-            tasklocal::at_exit(|| SEEN.lock().unwrap().push((log_mdc_all(), otel_tag())));
+            tasklocal::at_exit(|| SEEN.lock().unwrap().push((log_mdc_all(), tag())));
             std::future::pending::<()>().await
         }));
         assert!(poll_once(&mut task).is_pending());
         drop(task);
         assert_eq!(log_mdc_all(), pairs(&[("who", "thread")]));
-        assert_eq!(otel_tag(), Some(100));
+        assert_eq!(tag(), Some(100));
     });
     assert_eq!(
         *SEEN.lock().unwrap(),
@@ -515,20 +503,14 @@ fn a_panicking_enter_does_not_corrupt_the_thread_or_the_task() {
             tasklocal::opentelemetry::set_current(with_tag(7));
             ENTER_PANICS.set(true);
             yield_once().await;
-            (
-                OWN.get(),
-                MIRRORED.get(),
-                mdc::get("task"),
-                otel_tag(),
-                shown(),
-            )
+            (OWN.get(), MIRRORED.get(), mdc::get("task"), tag(), shown())
         }));
         let thread_is_intact = || {
             assert_eq!(OWN.get(), Some(1));
             assert_eq!(tasklocal::id(), id);
             assert_eq!(mdc::to_vec(), pairs(&[("thread", "t")]));
             assert_eq!(log_mdc_all(), pairs(&[("thread", "t")]));
-            assert_eq!(otel_tag(), Some(50));
+            assert_eq!(tag(), Some(50));
             assert_eq!(shown_depth(), 0);
         };
         ARMED.store(true, SeqCst);

@@ -20,12 +20,7 @@ use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
 use tasklocal::http::{extract, inject, TraceContext, TraceParent};
 
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct Tag(u64);
-
-fn tag() -> Option<u64> {
-    Context::map_current(|cx| cx.get::<Tag>().map(|t| t.0))
-}
+use support::tag::{tag, Tag};
 
 /// The 2-worker runtime every test here runs on.
 fn runtime() -> tokio::runtime::Runtime {
