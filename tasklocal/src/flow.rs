@@ -12,7 +12,8 @@ use crate::current::{self, Here};
 ///
 /// The caller's own reads and writes are unaffected, and so are owners entered while
 /// `f` runs (a [`Task`](crate::Task) polled inside `f` spawns with its own values).
-/// Calls nest; the previous state comes back when `f` returns or panics.
+/// Calls nest; the previous state comes back when `f` returns or panics. An
+/// [`unload`](crate::unload) inside `f` does not end it.
 ///
 /// ```
 /// use tasklocal::Local;

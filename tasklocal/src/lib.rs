@@ -369,6 +369,16 @@ pub fn unload() {
 /// ```
 pub fn try_unload() -> Result<(), AccessError> {
     let detached = current::detach()?;
+    // `isolated` marks the owner's storage: the new one keeps the mark, made now,
+    // so that children created after the unload while `isolated` runs (a `Drop` of
+    // the old values may create some) still start empty.
+    if detached
+        .0
+        .as_ref()
+        .is_some_and(|storage| storage.is_isolated())
+    {
+        let _ = current::write(|storage| storage.set_isolated(true));
+    }
     drop(detached);
     values_dropped();
     Ok(())

@@ -231,6 +231,11 @@ impl Storage {
         self.captures.get()
     }
 
+    /// Whether `tasklocal::isolated` runs in this owner: its children inherit nothing.
+    pub(crate) fn is_isolated(&self) -> bool {
+        self.lent.get() & ISOLATED != 0
+    }
+
     /// Starts (`true`) or ends isolation (`tasklocal::isolated`): the children of this
     /// owner inherit nothing. Returns the previous state.
     pub(crate) fn set_isolated(&self, isolated: bool) -> bool {

@@ -178,6 +178,29 @@ fn isolated_nests_and_ends_when_it_panics() {
     });
 }
 
+#[test]
+fn isolated_lasts_through_an_unload_or_a_reset_inside_it() {
+    // `unload` gives the owner a new storage: the isolation is the owner's, and
+    // children created after it, of what is set after it, still start empty.
+    static N: Local<u64> = Local::inheritable();
+    for end in [tasklocal::unload as fn(), tasklocal::reset] {
+        Snapshot::empty().run(|| {
+            N.set(1);
+            let child = || Snapshot::capture().run(|| N.get());
+            let inside = tasklocal::isolated(|| {
+                end();
+                N.set(2);
+                (
+                    child(),
+                    tasklocal::thread::spawn(|| N.get()).join().unwrap(),
+                )
+            });
+            assert_eq!(inside, (None, None));
+            assert_eq!(child(), Some(2), "the isolation ended with `isolated`");
+        });
+    }
+}
+
 /// An owner entered while `isolated` runs (a `Task` polled inside it) is another
 /// owner: its children inherit its values.
 #[test]
