@@ -119,6 +119,14 @@ fn assert_writes_refused() {
         "Local::try_with_mut (initial)",
         INHERIT_INIT.try_with_mut(|v| *v += 1),
     );
+    assert_no_storage(
+        "Local::try_scope",
+        PLAIN.try_scope(1, || panic!("ran without storage")),
+    );
+    assert_no_storage(
+        "Local::try_scope (inheritable)",
+        INHERIT.try_scope("x".into(), || panic!("ran without storage")),
+    );
     assert_no_storage("tasklocal::try_set", tasklocal::try_set("dyn", 1u64));
     assert_no_storage("tasklocal::try_remove", tasklocal::try_remove(&"dyn"));
     assert_no_storage("tasklocal::try_take", tasklocal::try_take::<_, u64>(&"dyn"));

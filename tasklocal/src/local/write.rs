@@ -277,35 +277,71 @@ impl<T: Send + 'static> Local<T> {
     #[inline]
     pub fn scope<R>(&'static self, value: T, f: impl FnOnce() -> R) -> R {
         match self.bind_scoped(value) {
-            Ok((index, old)) => {
-                let mut restore = RestoreScoped {
-                    key: self,
-                    index,
-                    old: Some(old),
-                };
-                let result = f();
-                // Restored here, and the guard (now empty) forgotten: its drop glue
-                // would be a call. The guard's `Drop` restores when `f` unwinds.
-                restore.restore();
-                std::mem::forget(restore);
-                result
-            }
+            Ok((index, old)) => self.run_bound(index, old, f),
             Err(value) => self.scope_slow(value, f),
         }
+    }
+
+    /// Like [`scope`](Self::scope), returning an error instead of panicking when the
+    /// value cannot be bound; `f` then does not run (and `value` is dropped).
+    ///
+    /// ```
+    /// static N: tasklocal::Local<u32> = tasklocal::Local::new();
+    /// N.set(1);
+    /// // Not inside a borrow of the same key.
+    /// let err = N.with(|_| N.try_scope(2, || unreachable!())).unwrap_err();
+    /// assert!(err.is_borrowed());
+    /// assert_eq!(N.try_scope(2, || N.get()).unwrap(), Some(2));
+    /// assert_eq!(N.get(), Some(1));
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`AccessError`] where [`scope`](Self::scope) panics before running `f`.
+    ///
+    /// # Panics
+    ///
+    /// When `f` panics (the previous state restored first).
+    pub fn try_scope<R>(&'static self, value: T, f: impl FnOnce() -> R) -> Result<R, AccessError> {
+        match self.bind_scoped(value) {
+            Ok((index, old)) => Ok(self.run_bound(index, old, f)),
+            Err(value) => self.try_scope_slow(value, f),
+        }
+    }
+
+    /// Runs `f` with a value [bound in place](Self::bind_scoped) at `index`, then puts
+    /// `old` back.
+    #[inline(always)]
+    fn run_bound<R>(&'static self, index: usize, old: Option<T>, f: impl FnOnce() -> R) -> R {
+        let mut restore = RestoreScoped {
+            key: self,
+            index,
+            old: Some(old),
+        };
+        let result = f();
+        // Restored here, and the guard (now empty) forgotten: its drop glue would be
+        // a call. The guard's `Drop` restores when `f` unwinds.
+        restore.restore();
+        std::mem::forget(restore);
+        result
     }
 
     /// [`scope`](Self::scope) past its fast path: any key, any owner.
     #[inline(never)]
     #[track_caller]
     fn scope_slow<R>(&'static self, value: T, f: impl FnOnce() -> R) -> R {
-        let old = self
-            .swap_raw(self.wrap(value))
-            .unwrap_or_else(|err| panic_access(err));
+        self.try_scope_slow(value, f)
+            .unwrap_or_else(|err| panic_access(err))
+    }
+
+    /// [`try_scope`](Self::try_scope) past its fast path.
+    fn try_scope_slow<R>(&'static self, value: T, f: impl FnOnce() -> R) -> Result<R, AccessError> {
+        let old = self.swap_raw(self.wrap(value))?;
         let _restore = Restore {
             key: self,
             old: Some(old),
         };
-        f()
+        Ok(f())
     }
 
     /// The fast path of [`scope`](Self::scope): a non-inheritable key among the first
