@@ -122,8 +122,8 @@ pub fn with<K: Key, V: 'static, R>(key: &K, f: impl FnOnce(Option<&V>) -> R) -> 
 ///
 /// # Panics
 ///
-/// Where [`try_remove`] returns an error: for a key whose value a [`with`]
-/// closure is reading right now.
+/// Where [`try_remove`] returns an error: in a tokio task without storage of its
+/// own, and for a key whose value a [`with`] closure is reading right now.
 #[track_caller]
 pub fn remove<K: Key>(key: &K) -> bool {
     try_remove(key).unwrap_or_else(|err| panic_access(err))
@@ -153,8 +153,8 @@ pub fn try_remove<K: Key>(key: &K) -> Result<bool, AccessError> {
 ///
 /// # Panics
 ///
-/// Where [`try_take`] returns an error: for a key whose value a [`with`] closure
-/// is reading right now.
+/// Where [`try_take`] returns an error: in a tokio task without storage of its own,
+/// and for a key whose value a [`with`] closure is reading right now.
 #[track_caller]
 pub fn take<K: Key, V: 'static>(key: &K) -> Option<V> {
     try_take(key).unwrap_or_else(|err| panic_access(err))
