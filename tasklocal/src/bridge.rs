@@ -18,7 +18,9 @@
 //!
 //! Calls nest like the owners: `enter` of an inner owner, `exit` of the inner one,
 //! then (later) `exit` of the outer one — a stack per thread. Both run on the thread
-//! that switched, with the owner's values readable; they may call any tasklocal API.
+//! that switched, with the owner's values readable (except in the `exit` that follows
+//! an owner's teardown: its values are dropped by then); they may call any tasklocal
+//! API.
 //!
 //! With no bridge registered, a switch pays one relaxed load of a global counter.
 //!
