@@ -299,8 +299,10 @@ impl Hooks {
     }
 
     /// Runs `f` when a task terminates, before its storage is torn down: the task's
-    /// values are readable. For tasks without storage (`spawn_blocking` closures) the
-    /// thread's current storage is whatever it is — for a blocking task, none.
+    /// values are readable. For tasks without storage (plain `spawn_blocking`
+    /// closures) `f` runs in whatever owner is current on the thread then: on a
+    /// blocking thread, that thread's own storage (what its `on_thread_start` set, if
+    /// anything) — never another task's.
     ///
     /// ```
     /// # #[cfg(tokio_unstable)] {
