@@ -94,7 +94,9 @@
 //!   it completes).
 //! * **Shutdown drops futures outside any poll.** When the runtime shuts down with
 //!   pending tasks, tokio drops their futures before calling the terminate hook: a
-//!   `Drop` in such a future runs without the task's storage (it sees nothing set).
+//!   `Drop` in such a future runs without the task's storage (it sees nothing set; or
+//!   the task's own values, when the shutdown overtakes the end of the task's last
+//!   poll — never another owner's).
 //!   The exit handlers and values are torn down right after, with the storage current.
 //! * **Cost.** The task's frame is swapped in lazily: a poll that never touches the
 //!   API only marks the thread's owner pending (no lock, no switch, about 80
