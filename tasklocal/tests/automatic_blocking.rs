@@ -13,73 +13,12 @@
 
 mod support;
 
-use std::sync::{Mutex, Once};
+use std::sync::Mutex;
 
 use support::automatic::{multi_thread, tag, with_timeout, Counted, Tally};
+use support::stress::{id_of, quiet_panics, runtime_with_thread_values, Mismatches};
 use tasklocal::Local;
 use tokio::runtime::Builder;
-use tokio::task::JoinHandle;
-
-/// Silences the deliberate panics of these tests (only those).
-fn quiet_panics() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let previous = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            let deliberate = info
-                .payload()
-                .downcast_ref::<&str>()
-                .is_some_and(|s| s.starts_with("deliberate"));
-            if !deliberate {
-                previous(info);
-            }
-        }));
-    });
-}
-
-fn id_of<T>(handle: &JoinHandle<T>) -> u64 {
-    handle.id().to_string().parse().unwrap()
-}
-
-/// Collects mismatches instead of panicking inside tasks.
-struct Mismatches(Mutex<Vec<String>>);
-
-impl Mismatches {
-    const fn new() -> Self {
-        Mismatches(Mutex::new(Vec::new()))
-    }
-    fn check<T: PartialEq + std::fmt::Debug>(&self, what: &str, seen: T, expected: T) {
-        if seen != expected {
-            self.0
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(format!("{what}: saw {seen:?}, expected {expected:?}"));
-        }
-    }
-    #[track_caller]
-    fn assert_none(&self) {
-        let all = self.0.lock().unwrap();
-        assert!(
-            all.is_empty(),
-            "{} mismatches, first: {:?}",
-            all.len(),
-            &all[..all.len().min(10)]
-        );
-    }
-}
-
-/// A runtime whose threads (workers and blocking threads) set values of their own in
-/// `on_thread_start`.
-fn runtime_with_thread_values(workers: usize, key: &'static Local<u64>) -> tokio::runtime::Runtime {
-    let mut builder = Builder::new_multi_thread();
-    builder
-        .worker_threads(workers)
-        .max_blocking_threads(2)
-        .enable_all()
-        .on_thread_start(move || key.set(u64::MAX));
-    tasklocal::tokio::install(&mut builder);
-    builder.build().unwrap()
-}
 
 /// A blocking-pool thread reused for many plain `spawn_blocking` closures (whose
 /// blocking tasks end on it): each closure spawns a task with `Handle::spawn`, which

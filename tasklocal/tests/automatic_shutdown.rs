@@ -14,76 +14,14 @@
 
 mod support;
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use support::automatic::{
-    current_thread, multi_thread, tag, with_timeout, Counted, Tally, PATIENCE,
-};
+use support::automatic::{current_thread, multi_thread, tag, with_timeout, Counted, Tally};
+use support::stress::{counters, runtime_with_thread_values, wait_until, Mismatches};
 use tasklocal::Local;
 use tokio::runtime::Builder;
-
-fn counters(n: usize) -> &'static [AtomicU32] {
-    Box::leak(
-        (0..n)
-            .map(|_| AtomicU32::new(0))
-            .collect::<Vec<_>>()
-            .into_boxed_slice(),
-    )
-}
-
-/// Collects mismatches instead of panicking inside tasks.
-struct Mismatches(Mutex<Vec<String>>);
-
-impl Mismatches {
-    const fn new() -> Self {
-        Mismatches(Mutex::new(Vec::new()))
-    }
-    fn check<T: PartialEq + std::fmt::Debug>(&self, what: &str, seen: T, expected: T) {
-        if seen != expected {
-            self.0
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(format!("{what}: saw {seen:?}, expected {expected:?}"));
-        }
-    }
-    #[track_caller]
-    fn assert_none(&self) {
-        let all = self.0.lock().unwrap();
-        assert!(
-            all.is_empty(),
-            "{} mismatches, first: {:?}",
-            all.len(),
-            &all[..all.len().min(10)]
-        );
-    }
-}
-
-/// Waits (bounded) until `cond` holds.
-fn wait_until(what: &str, cond: impl Fn() -> bool) {
-    let deadline = std::time::Instant::now() + PATIENCE;
-    while !cond() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        std::thread::yield_now();
-    }
-}
-
-/// A runtime whose threads (workers and blocking threads) set values of their own in
-/// `on_thread_start`.
-fn runtime_with_thread_values(workers: usize, key: &'static Local<u64>) -> tokio::runtime::Runtime {
-    let mut builder = Builder::new_multi_thread();
-    builder
-        .worker_threads(workers)
-        .max_blocking_threads(2)
-        .enable_all()
-        .on_thread_start(move || key.set(u64::MAX));
-    tasklocal::tokio::install(&mut builder);
-    builder.build().unwrap()
-}
 
 /// Thousands of pending tasks holding values and handlers at runtime shutdown, for
 /// each way of shutting down: every handler runs once with its task's value readable

@@ -14,73 +14,17 @@
 mod support;
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::SeqCst};
-use std::sync::{mpsc, Arc, Mutex, Once};
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 use support::automatic::{multi_thread, tag, with_timeout, Counted, Tally, PATIENCE};
+use support::stress::{counters, id_of, quiet_panics, Mismatches};
 use tasklocal::Local;
 use tokio::task::JoinHandle;
 
 /// The cells of automatic mode's table: tasks whose ids are equal modulo this share one.
 const CELLS: u64 = 4096;
-
-/// Silences the deliberate panics of these tests (only those).
-fn quiet_panics() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let previous = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            let deliberate = info
-                .payload()
-                .downcast_ref::<&str>()
-                .is_some_and(|s| s.starts_with("deliberate"));
-            if !deliberate {
-                previous(info);
-            }
-        }));
-    });
-}
-
-fn id_of<T>(handle: &JoinHandle<T>) -> u64 {
-    handle.id().to_string().parse().unwrap()
-}
-
-fn counters(n: usize) -> &'static [AtomicU32] {
-    Box::leak(
-        (0..n)
-            .map(|_| AtomicU32::new(0))
-            .collect::<Vec<_>>()
-            .into_boxed_slice(),
-    )
-}
-
-/// Collects mismatches instead of panicking inside tasks.
-struct Mismatches(Mutex<Vec<String>>);
-
-impl Mismatches {
-    const fn new() -> Self {
-        Mismatches(Mutex::new(Vec::new()))
-    }
-    fn check<T: PartialEq + std::fmt::Debug>(&self, what: &str, seen: T, expected: T) {
-        if seen != expected {
-            self.0
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(format!("{what}: saw {seen:?}, expected {expected:?}"));
-        }
-    }
-    #[track_caller]
-    fn assert_none(&self) {
-        let all = self.0.lock().unwrap();
-        assert!(
-            all.is_empty(),
-            "{} mismatches, first: {:?}",
-            all.len(),
-            &all[..all.len().min(10)]
-        );
-    }
-}
 
 /// 10,000 live tasks on 2 workers, each with its own values, yielding many times;
 /// some spawn children, some panic, some are aborted mid-way. Every task reads only

@@ -17,6 +17,8 @@ pub mod loopback;
 pub mod otel;
 pub mod output;
 pub mod runtime;
+#[cfg(all(tokio_unstable, feature = "tokio"))]
+pub mod stress;
 #[cfg(feature = "opentelemetry")]
 pub mod tag;
 pub mod teardown;
