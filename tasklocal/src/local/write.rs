@@ -288,7 +288,7 @@ impl<T: Send + 'static> Local<T> {
     /// ```
     /// static N: tasklocal::Local<u32> = tasklocal::Local::new();
     /// N.set(1);
-    /// // Not inside a borrow of the same key.
+    /// // Inside a borrow of the same key: refused, and `f` does not run.
     /// let err = N.with(|_| N.try_scope(2, || unreachable!())).unwrap_err();
     /// assert!(err.is_borrowed());
     /// assert_eq!(N.try_scope(2, || N.get()).unwrap(), Some(2));
