@@ -17,10 +17,11 @@
 mod support;
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::Arc;
 
 use support::automatic::{current_thread, multi_thread, tag, with_timeout, Counted, Tally};
+use support::stress::Wakers;
 use tasklocal::{Local, Snapshot, TaskId};
 use tokio::runtime::Builder;
 
@@ -350,20 +351,16 @@ fn overlapping_polls_wait_for_the_frame() {
     tasklocal::tokio::install_with(&mut builder, hooks);
     let rt = builder.build().unwrap();
     let notifies: Vec<Arc<tokio::sync::Notify>> = (0..TASKS).map(|_| Arc::default()).collect();
-    let stop = Arc::new(AtomicBool::new(false));
-    let wakers: Vec<_> = (0..2)
-        .map(|k| {
-            let (notifies, stop) = (notifies.clone(), stop.clone());
-            std::thread::spawn(move || {
-                while !stop.load(SeqCst) {
-                    for n in notifies.iter().skip(k).step_by(2) {
-                        n.notify_one();
-                    }
-                    std::thread::yield_now();
-                }
-            })
-        })
-        .collect();
+    let wakers = Wakers::start({
+        let notifies = notifies.clone();
+        move |k| {
+            notifies
+                .iter()
+                .skip(k)
+                .step_by(2)
+                .for_each(|n| n.notify_one())
+        }
+    });
     rt.block_on(with_timeout(async {
         let tasks: Vec<_> = notifies
             .iter()
@@ -383,8 +380,7 @@ fn overlapping_polls_wait_for_the_frame() {
             task.await.unwrap();
         }
     }));
-    stop.store(true, SeqCst);
-    wakers.into_iter().for_each(|w| w.join().unwrap());
+    wakers.stop();
     TALLY.assert_all_dropped();
     assert_eq!(TALLY.created(), TASKS);
     drop(rt);

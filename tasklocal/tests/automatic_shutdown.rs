@@ -14,12 +14,12 @@
 
 mod support;
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use support::automatic::{current_thread, multi_thread, tag, with_timeout, Counted, Tally};
-use support::stress::{counters, runtime_with_thread_values, wait_until, Mismatches};
+use support::stress::{counters, runtime_with_thread_values, wait_until, Mismatches, Wakers};
 use tasklocal::Local;
 use tokio::runtime::Builder;
 
@@ -156,20 +156,16 @@ fn shutdown_in_the_middle_of_a_wake_storm_with_overlapping_polls() {
     let rt = builder.build().unwrap();
     let notifies: Arc<Vec<tokio::sync::Notify>> =
         Arc::new((0..64).map(|_| tokio::sync::Notify::new()).collect());
-    let stop = Arc::new(AtomicBool::new(false));
-    let wakers: Vec<_> = (0..2)
-        .map(|k| {
-            let (notifies, stop) = (notifies.clone(), stop.clone());
-            std::thread::spawn(move || {
-                while !stop.load(SeqCst) {
-                    for n in notifies.iter().skip(k).step_by(2) {
-                        n.notify_waiters();
-                    }
-                    std::thread::yield_now();
-                }
-            })
-        })
-        .collect();
+    let wakers = Wakers::start({
+        let notifies = notifies.clone();
+        move |k| {
+            notifies
+                .iter()
+                .skip(k)
+                .step_by(2)
+                .for_each(|n| n.notify_waiters())
+        }
+    });
     rt.block_on(with_timeout(async {
         let (ready_tx, mut ready_rx) = tokio::sync::mpsc::unbounded_channel();
         for i in 0..TASKS {
@@ -202,8 +198,7 @@ fn shutdown_in_the_middle_of_a_wake_storm_with_overlapping_polls() {
         }
     }));
     drop(rt);
-    stop.store(true, SeqCst);
-    wakers.into_iter().for_each(|w| w.join().unwrap());
+    wakers.stop();
     TALLY.assert_all_dropped();
     wait_until("handlers", || RAN.load(SeqCst) >= TASKS);
     BAD.assert_none();

@@ -14,12 +14,12 @@
 mod support;
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::atomic::Ordering::SeqCst;
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 use support::automatic::{multi_thread, tag, with_timeout, Counted, Tally, PATIENCE};
-use support::stress::{counters, id_of, quiet_panics, Mismatches};
+use support::stress::{counters, id_of, quiet_panics, Mismatches, Wakers};
 use tasklocal::Local;
 use tokio::task::JoinHandle;
 
@@ -363,21 +363,17 @@ fn overlapping_polls_of_tasks_in_the_shards() {
     const TASKS: usize = 16;
     const WAKES: usize = 3_000;
     let rt = multi_thread(2);
-    let stop = Arc::new(AtomicBool::new(false));
     let notifies: Vec<Arc<tokio::sync::Notify>> = (0..TASKS).map(|_| Arc::default()).collect();
-    let wakers: Vec<_> = (0..2)
-        .map(|k| {
-            let (notifies, stop) = (notifies.clone(), stop.clone());
-            std::thread::spawn(move || {
-                while !stop.load(SeqCst) {
-                    for n in notifies.iter().skip(k).step_by(2) {
-                        n.notify_one();
-                    }
-                    std::thread::yield_now();
-                }
-            })
-        })
-        .collect();
+    let wakers = Wakers::start({
+        let notifies = notifies.clone();
+        move |k| {
+            notifies
+                .iter()
+                .skip(k)
+                .step_by(2)
+                .for_each(|n| n.notify_one())
+        }
+    });
     rt.block_on(with_timeout(async {
         // Fill the table with idle tasks, so that the next ones go to the shards.
         let release = Arc::new(tokio::sync::Semaphore::new(0));
@@ -412,8 +408,7 @@ fn overlapping_polls_of_tasks_in_the_shards() {
             f.await.unwrap();
         }
     }));
-    stop.store(true, SeqCst);
-    wakers.into_iter().for_each(|w| w.join().unwrap());
+    wakers.stop();
     TALLY.assert_all_dropped();
     BAD.assert_none();
     drop(rt);

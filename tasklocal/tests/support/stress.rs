@@ -3,8 +3,8 @@
 //! asserted on the test's thread, counters, task ids, quiet deliberate panics, and a
 //! runtime whose threads hold values of their own.
 
-use std::sync::atomic::AtomicU32;
-use std::sync::{Mutex, Once};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::SeqCst};
+use std::sync::{Arc, Mutex, Once};
 
 use tasklocal::Local;
 use tokio::runtime::Builder;
@@ -95,4 +95,36 @@ pub fn runtime_with_thread_values(
         .on_thread_start(move || key.set(u64::MAX));
     tasklocal::tokio::install(&mut builder);
     builder.build().unwrap()
+}
+
+/// Two threads that keep waking tasks from outside the runtime (`wake(0)` and
+/// `wake(1)`, each waking every other task), until [`stop`](Wakers::stop)ped.
+pub struct Wakers {
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Wakers {
+    pub fn start(wake: impl Fn(usize) + Send + Sync + 'static) -> Wakers {
+        let stop = Arc::new(AtomicBool::new(false));
+        let wake = Arc::new(wake);
+        let threads = (0..2)
+            .map(|k| {
+                let (wake, stop) = (wake.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    while !stop.load(SeqCst) {
+                        wake(k);
+                        std::thread::yield_now();
+                    }
+                })
+            })
+            .collect();
+        Wakers { stop, threads }
+    }
+
+    /// Stops both threads and waits for them.
+    pub fn stop(self) {
+        self.stop.store(true, SeqCst);
+        self.threads.into_iter().for_each(|t| t.join().unwrap());
+    }
 }
